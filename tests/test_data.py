@@ -10,7 +10,7 @@ import torch
 from minbert_nb.data import (TASKS, DataError, DataWarning, Example, ReadReport, read_task_file, load_split, parse_label,
                              nli_split, in_dev_slice, sample_dir, task_file, HUB_SOURCES, map_hub_row, hub_examples, hub_split,
                              TaskDataset, tokenizer_hash, collate, to_device, RandomBatchSampler, LengthBucketSampler,
-                             make_loader, padding_stats, MultitaskSchedule, schedule_shares, plot_schedule)
+                             make_loader, padding_stats, check_data, MultitaskSchedule, schedule_shares, plot_schedule)
 
 H_PARA = "\tid\tsentence1\tsentence2\tis_duplicate\n"
 
@@ -74,6 +74,14 @@ def test_real_load_split(data_dir):
     assert not {e.text_a for e in tr} & {e.text_a for e in dv}            # a premise stays on one side
     assert {e.id for e in tr} | {e.id for e in dv} == {e.id for e in read_quiet(data_dir / "nli/sick.tsv", "nli")[0]}
     assert set(Counter(e.label for e in dv)) == {0, 1, 2}
+
+def test_check_data(data_dir, tmp_path):
+    reps = check_data(data_dir)
+    assert [(r.path.split("/")[-1], r.n_rows, r.n_ok) for r in reps] == [
+        ("ids-sst-train.csv", 8544, 8544), ("ids-sst-dev.csv", 1101, 1101), ("quora-train.csv", 14214, 14212),
+        ("quora-dev.csv", 3000, 3000), ("sts-train.csv", 6040, 6040), ("sts-dev.csv", 863, 863), ("sick.tsv", 9927, 9927)]
+    assert [len(r.skipped) for r in check_data("sample", ["nli", "sst"])] == [0, 0, 0]
+    with pytest.raises(FileNotFoundError, match="looked for"): check_data(tmp_path)
 
 def test_flat_cs224n_layout(data_dir, tmp_path):
     (tmp_path / "ids-sst-dev.csv").write_bytes((data_dir / "sst/ids-sst-dev.csv").read_bytes())
