@@ -22,6 +22,16 @@ def sets():
     return {t: TaskDataset(load_split(t, "train", "sample"), tok, t, HC.pair_mode(t), max_len=32) for t in HC.tasks}
 
 
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    "A 2-layer checkpoint folder with the real tokenizer: CLI runs in seconds."
+    d = tmp_path_factory.mktemp("tiny_ckpt")
+    seed_everything(0)
+    BertModel(preset("tiny")).save_pretrained(d)
+    load_tokenizer().save_pretrained(str(d))
+    return d
+
+
 def tiny(seed=0):
     seed_everything(seed)
     return MultitaskBert(BertModel(preset("tiny")), HC)
@@ -56,11 +66,11 @@ def test_resume_from_incomplete_checkpoint_is_refused(sets, tmp_path):
         Trainer(tiny(), TINY_TRAIN, sets, tmp_path, progress=False).fit()
 
 
-def test_sigint_in_a_real_process_checkpoints_and_resumes(tmp_path):
+def test_sigint_in_a_real_process_checkpoints_and_resumes(tmp_path, tiny_ckpt):
     "Ctrl-C on `minbert train`: exit 130 with a checkpoint; running again finishes with the same losses."
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "minbert_nb.cli", "train", "--max-steps", "40", "--batch-size", "4", "--max-len", "32",
-            "--quiet", "--eval-every", "1000", "--seed", "3"]
+            "--quiet", "--eval-every", "1000", "--seed", "3", "--model", str(tiny_ckpt)]
     ref = subprocess.run(args + ["--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr
     p = subprocess.Popen(args + ["--out", str(tmp_path / "int")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -74,7 +84,10 @@ def test_sigint_in_a_real_process_checkpoints_and_resumes(tmp_path):
     assert "interrupted at step" in err and (tmp_path / "int" / "last" / "trainer.json").exists()
     again = subprocess.run(args + ["--out", str(tmp_path / "int")], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert loss_trace(read_history(tmp_path / "int")) == loss_trace(read_history(tmp_path / "ref"))
+    # the log groups losses differently around the interruption; the trained weights must be identical
+    a, b = load_multitask(tmp_path / "int").state_dict(), load_multitask(tmp_path / "ref").state_dict()
+    for k in a: assert torch.equal(a[k], b[k]), k
+    assert read_history(tmp_path / "int")[-1]["step"] == 40
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -101,10 +114,10 @@ def test_cli_evaluate_checkpoint_missing_files(tmp_path, capsys):
     assert "missing model.safetensors" in capsys.readouterr().err
 
 
-def test_cli_predict_writes_cs224n_files(tmp_path, capsys):
+def test_cli_predict_writes_cs224n_files(tmp_path, capsys, tiny_ckpt):
     import minbert_nb
     sample = Path(minbert_nb.__file__).parent / "sample"
-    assert main(["train", "--out", str(tmp_path / "m"), "--max-steps", "2", "--batch-size", "4", "--max-len", "32", "--quiet"]) == 0
+    assert main(["train", "--out", str(tmp_path / "m"), "--max-steps", "2", "--batch-size", "4", "--max-len", "32", "--quiet", "--model", str(tiny_ckpt)]) == 0
     assert main(["predict", "--checkpoint", str(tmp_path / "m"), "--sst", str(sample / "ids-sst-dev.csv"),
                  "--sts", str(sample / "sts-dev.csv"), "--out", str(tmp_path / "p"), "--split", "dev"]) == 0
     lines = (tmp_path / "p" / "sst-dev-output.csv").read_text().splitlines()
