@@ -265,6 +265,17 @@ def test_head_only_steps_freeze_the_encoder(tmp_path, sample, tok):
     assert not torch.equal(m.bert.embeddings.word_embeddings.weight, enc0["embeddings.word_embeddings.weight"])
 
 
+def test_fresh_heads_come_from_the_seed(tmp_path, sample, tok):
+    "A checkpoint without heads gives the same run in any process: the heads' init is seeded."
+    BertModel(preset("tiny")).save_pretrained(tmp_path/"enc")
+    runs = []
+    for i, junk in enumerate((1, 2)):
+        torch.manual_seed(junk)                # another process, another global RNG state
+        runs.append(run_pretrain(replace(TINY_PRETRAIN, max_steps=2, eval_every=None), str(tmp_path/"enc"), sample,
+                                 tmp_path/f"r{i}", tokenizer=tok, progress=False))
+    assert runs[0]["init"] == runs[1]["init"] and runs[0]["final"] == runs[1]["final"]
+
+
 def test_errors_name_what_is_wrong(tmp_path, tok):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         build_corpus(tmp_path/"nowhere")
@@ -286,3 +297,24 @@ def test_real_corpus(data_dir, tok):
     m, r = heldout_batches(d, tok, max_len=64)
     ev = evaluate_pretrain(PretrainModel.from_pretrained(), m[:2], r[:2])
     assert ev["perplexity"] > 1000   # a fresh head on the MiniLM encoder: near-uniform over 30,522 pieces
+
+
+# -- GPU ------------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+def test_cuda_bf16_run_trains_and_saves(tmp_path, sample, tok):
+    if not torch.cuda.is_available(): pytest.skip("no CUDA GPU")
+    m = tiny()
+    cfg = replace(TINY_PRETRAIN, device="cuda", amp="bf16", max_steps=60, log_every=10, eval_every=30)
+    res = run_pretrain(cfg, m, sample, tmp_path, tokenizer=tok, progress=False)
+    losses = [r["loss/mlm"] for r in res["history"] if "loss/mlm" in r]
+    print("cuda bf16 MLM loss:", [round(x, 2) for x in losses], "held-apart:", res["init"]["perplexity"], "→", res["final"]["perplexity"])
+    assert losses[-1] < 0.75 * losses[0]
+    assert res["final"]["perplexity"] < res["init"]["perplexity"]
+    assert m.mlm_head.decoder.weight is m.bert.embeddings.word_embeddings.weight
+    assert all(p.dtype == torch.float32 for p in m.parameters())      # autocast, not a cast of the weights
+    hf = transformers.BertModel.from_pretrained(str(tmp_path)).eval()
+    b = tok(["a man plays a guitar"], return_tensors="pt")
+    with torch.no_grad():
+        ours = m.cpu().eval().bert(b.input_ids, b.attention_mask, b.token_type_ids).last_hidden_state
+        assert (ours - hf(**b).last_hidden_state).abs().max() < 1e-5
