@@ -267,3 +267,32 @@ def test_with_lead_multitask_model_if_present():
     st = pc.before_step()
     assert st["pcgrad/n_tasks"] == 3
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.head_parameters())
+
+
+def test_task_weights_scale_each_task_gradient():
+    model, bs = tiny(), batches(8)
+    shared = model.shared_parameters()
+    w = {"sst": 2.0, "para": 0.5}
+    model.zero_grad(set_to_none=True)
+    pc = PCGrad(shared, generator=torch.Generator().manual_seed(0), weights=w)
+    pc.backward(losses_of(model, bs)); pc.before_step()
+    a = flat_grads(shared)
+    model.zero_grad(set_to_none=True)
+    pc2 = PCGrad(shared, generator=torch.Generator().manual_seed(0))
+    pc2.backward({t: w.get(t, 1.0) * l for t, l in losses_of(model, bs).items()}); pc2.before_step()
+    torch.testing.assert_close(a, flat_grads(shared))
+
+
+def test_state_dict_round_trip_is_json():
+    import json
+    model, bs = tiny(), batches(9)
+    pc = PCGrad(model.shared_parameters(), generator=torch.Generator().manual_seed(0))
+    def one(p):
+        model.zero_grad(set_to_none=True); p.backward(losses_of(model, bs)); p.before_step()
+        return flat_grads(model.shared_parameters())
+    one(pc)
+    state = json.loads(json.dumps(pc.state_dict()))
+    a = one(pc)
+    pc2 = PCGrad(model.shared_parameters(), generator=torch.Generator().manual_seed(1)); pc2.load_state_dict(state)
+    assert torch.equal(one(pc2), a) and pc2.steps == 2
+    with pytest.raises(PCGradError, match="no generator"): PCGrad(model.shared_parameters()).load_state_dict(state)

@@ -197,3 +197,18 @@ def test_with_lead_multitask_model_if_present():
         r = SmartRegularizer({t: 1.0}, torch.Generator().manual_seed(0))(model, t, b, out, 0)
         r.backward()
         assert r.item() > 0 and all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.bert.encoder.parameters())
+
+
+def test_full_precision_turns_autocast_off():
+    model, b = tiny(), batch("sst")
+    dtypes = []
+    h = model.heads["sst"].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.task_forward("sst", b)
+            r_half = SmartRegularizer({"sst": SmartConfig()}, torch.Generator().manual_seed(0))(model, "sst", b, out, 0)
+            n = len(dtypes)
+            r_full = SmartRegularizer({"sst": SmartConfig(full_precision=True)}, torch.Generator().manual_seed(0))(model, "sst", b, out, 0)
+    finally: h.remove()
+    assert dtypes[0] == torch.bfloat16 and set(dtypes[1:n]) == {torch.bfloat16} and set(dtypes[n:]) == {torch.float32}
+    assert r_half.dtype == r_full.dtype == torch.float32 and torch.isfinite(r_half) and r_full.item() > 0
