@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""PCGrad against the weighted sum, and SMART against the plain step, on full BERT: the same batches, the
+strategies alternating step by step, medians over several steps. Not a test: it prints (and optionally writes
+as JSON) the figures the notebooks 08_smart / 09_pcgrad quote.
+
+    python benchmarks/smart_pcgrad_bench.py                                 # BERT-base, 8 × 128 tokens per task, CPU
+    python benchmarks/smart_pcgrad_bench.py --device cuda --batch 32 --amp bf16 --json out.json
+
+The model is BERT (random weights, `preset`) with three heads through the `MultitaskBert` contract
+(`tests/standin.py`): 'sst' single sentence (5 classes), 'para' cross-encoder pair (one logit), 'sts' siamese pair
+(a score; two encoder passes). A step is: zero_grad, forward every task, the strategy's backward and before_step,
+AdamW.step — what the trainer does.
+"""
+from __future__ import annotations
+import argparse, json, platform, statistics, sys, time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))            # the MultitaskBert stand-in lives with the tests
+from standin import StandIn, random_batch           # noqa: E402
+from minbert_nb.bert import BertModel               # noqa: E402
+from minbert_nb.config import preset, seed_everything   # noqa: E402
+from minbert_nb.optim import AdamW                  # noqa: E402
+from minbert_nb.pcgrad import PCGrad                # noqa: E402
+from minbert_nb.smart import SmartConfig, SmartRegularizer   # noqa: E402
+
+TASKS = ("sst", "para", "sts")
+
+
+class WeightedSum:
+    "The trainer's default strategy: one backward pass through Σ_t L_t."
+    def backward(self, losses, scale=lambda l: l): scale(sum(losses.values())).backward()
+    def before_step(self): return {}
+
+
+def sync(dev: torch.device):
+    if dev.type == "cuda": torch.cuda.synchronize()
+
+
+def nbytes(params) -> int: return sum(p.numel() * p.element_size() for p in params)
+
+
+def make_batches(tasks, B, T, vocab, dev, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for t in tasks:
+        b = random_batch(t, B=B, T=T, vocab=vocab, generator=g)
+        for k in b:
+            if k.startswith("attention_mask"): b[k] = torch.ones_like(b[k])      # full-length sequences
+            if k.startswith("input_ids"): b[k] = torch.randint(1, vocab, b[k].shape, generator=g)
+        out[t] = {k: v.to(dev) for k, v in b.items()}
+    return out
+
+
+def step(model, opt, strategy, batches, amp, dev, regs=None, step_no=0):
+    "One optimizer step; returns (seconds, seconds in before_step)."
+    sync(dev); t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    losses = {}
+    with amp():
+        for t, b in batches.items():
+            out = model.task_forward(t, b)
+            loss = model.task_loss(t, out.float(), b)
+            if regs and t in regs.tasks: loss = loss + regs(model, t, b, out, step_no)
+            losses[t] = loss
+    strategy.backward(losses)
+    sync(dev); t1 = time.perf_counter()
+    strategy.before_step()
+    sync(dev); t2 = time.perf_counter()
+    opt.step()
+    sync(dev)
+    return time.perf_counter() - t0, t2 - t1
+
+
+def alternate(runs: dict, reps: int, warmup: int):
+    "Run each entry of `runs` (name → zero-arg function returning (total, part)) alternately; medians."
+    times = {k: [] for k in runs}
+    names = list(runs)
+    for r in range(warmup + reps):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            res = runs[k]()
+            if r >= warmup: times[k].append(res)
+            print(f"  rep {r}{' (warm-up)' if r < warmup else ''} {k}: {res[0]:.3f} s", flush=True)
+    return {k: {"median_s": statistics.median(x[0] for x in v), "median_part_s": statistics.median(x[1] for x in v),
+                "all_s": [round(x[0], 4) for x in v]} for k, v in times.items()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="base", help="BERT size: base (default), minilm, tiny")
+    ap.add_argument("--batch", type=int, default=8, help="examples per task per step")
+    ap.add_argument("--seq", type=int, default=128, help="tokens per sequence")
+    ap.add_argument("--reps", type=int, default=5, help="measured steps per variant")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype (bf16 needs no loss scaler)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (0: torch's default)")
+    ap.add_argument("--smart-task", default="sts", choices=TASKS)
+    ap.add_argument("--only", choices=("all", "pcgrad", "smart"), default="all")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    amp = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if a.amp == "bf16" else nullcontext
+    seed_everything(0)
+    model = StandIn(BertModel(preset(a.preset)), tasks=TASKS).to(dev).train()
+    opt = AdamW(model.parameters(), lr=1e-5)
+    batches = make_batches(TASKS, a.batch, a.seq, model.bert.config.vocab_size, dev)
+    shared, allp = model.shared_parameters(), list(model.parameters())
+    info = {"preset": a.preset, "batch_per_task": a.batch, "seq": a.seq, "reps": a.reps, "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "amp": a.amp, "torch": torch.__version__,
+            "params": sum(p.numel() for p in allp), "shared_params": sum(p.numel() for p in shared)}
+    print(json.dumps(info), flush=True)
+    res = {"info": info}
+
+    if a.only in ("all", "pcgrad"):
+        ws, pc = WeightedSum(), PCGrad(shared, generator=torch.Generator().manual_seed(0), track=False, tasks=TASKS)
+        mem = {}
+        if dev.type == "cuda":                         # peak memory of one step each, weighted sum first (no buffer yet)
+            for name, s in (("weighted_sum", ws), ("pcgrad", pc)):
+                step(model, opt, s, batches, amp, dev)
+                torch.cuda.reset_peak_memory_stats(dev)
+                step(model, opt, s, batches, amp, dev)
+                mem[f"peak_{name}_bytes"] = torch.cuda.max_memory_allocated(dev)
+        print("PCGrad vs weighted sum (3 tasks):", flush=True)
+        t = alternate({"weighted_sum": lambda: step(model, opt, ws, batches, amp, dev),
+                       "pcgrad": lambda: step(model, opt, pc, batches, amp, dev)}, a.reps, a.warmup)
+        buf = pc.G.numel() * pc.G.element_size()
+        res["pcgrad"] = {**t, "ratio": t["pcgrad"]["median_s"] / t["weighted_sum"]["median_s"],
+                         "surgery_median_s": t["pcgrad"]["median_part_s"],
+                         "buffer_bytes": buf, "shared_param_bytes": nbytes(shared), "param_bytes": nbytes(allp),
+                         "buffer_over_param_bytes": buf / nbytes(allp), **mem}
+        if mem: res["pcgrad"]["extra_peak_bytes"] = mem["peak_pcgrad_bytes"] - mem["peak_weighted_sum_bytes"]
+        del pc
+
+    if a.only in ("all", "smart"):
+        task = a.smart_task
+        one = {task: batches[task]}
+        ws = WeightedSum()
+        regs = {"clean_eval": SmartRegularizer({task: SmartConfig(mu=10.0, clean_eval=True)}, torch.Generator().manual_seed(0)),
+                "dropout_on": SmartRegularizer({task: SmartConfig(mu=10.0, clean_eval=False)}, torch.Generator().manual_seed(0))}
+        print(f"SMART vs plain ({task}):", flush=True)
+        t = alternate({"plain": lambda: step(model, opt, ws, one, amp, dev),
+                       "smart_clean_eval": lambda: step(model, opt, ws, one, amp, dev, regs["clean_eval"]),
+                       "smart_dropout_on": lambda: step(model, opt, ws, one, amp, dev, regs["dropout_on"])}, a.reps, a.warmup)
+        res["smart"] = {**t, "task": task,
+                        "ratio_clean_eval": t["smart_clean_eval"]["median_s"] / t["plain"]["median_s"],
+                        "ratio_dropout_on": t["smart_dropout_on"]["median_s"] / t["plain"]["median_s"]}
+
+    print("\n== results ==")
+    if "pcgrad" in res:
+        p = res["pcgrad"]
+        print(f"weighted-sum step {p['weighted_sum']['median_s']:.3f} s | PCGrad step {p['pcgrad']['median_s']:.3f} s "
+              f"| ratio {p['ratio']:.3f} (target ≤ 1.15) | surgery (before_step) {p['surgery_median_s']:.3f} s")
+        print(f"per-task buffers {p['buffer_bytes'] / 2**20:.0f} MiB = {p['buffer_over_param_bytes']:.2f} × parameter bytes "
+              f"({p['param_bytes'] / 2**20:.0f} MiB; target ≤ 3 ×)"
+              + (f" | measured extra peak {p['extra_peak_bytes'] / 2**20:.0f} MiB" if "extra_peak_bytes" in p else ""))
+    if "smart" in res:
+        s = res["smart"]
+        print(f"plain {s['task']} step {s['plain']['median_s']:.3f} s | SMART clean_eval {s['smart_clean_eval']['median_s']:.3f} s "
+              f"(× {s['ratio_clean_eval']:.2f}) | SMART dropout on {s['smart_dropout_on']['median_s']:.3f} s (× {s['ratio_dropout_on']:.2f}) (target ≤ 2.2)")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"SMART: the divergences, the ascent (exact on a linear model), ε → 0, gradients for every head kind, errors, the CLI spec."
+from dataclasses import replace
+import pytest
+import torch
+import torch.nn.functional as F
+from minbert_nb.config import preset, seed_everything, ConfigError
+from minbert_nb.bert import BertModel
+from minbert_nb.smart import (SmartConfig, SmartError, SmartRegularizer, BregmanTeacher, dropout_off, parse_smart,
+                              smart_divergence, smart_term)
+from standin import StandIn, random_batch
+
+TASKS = ("sst", "para", "sts")          # multiclass, binary (cross-encoder pair), regression (siamese pair)
+
+
+def tiny(seed=0, **kw):
+    seed_everything(seed)
+    return StandIn(BertModel(preset("tiny", **kw)), tasks=TASKS + ("nli",)).train()
+
+def batch(task, seed=0): return random_batch(task, generator=torch.Generator().manual_seed(seed))
+
+
+def test_divergences():
+    g = torch.Generator().manual_seed(0)
+    p, q = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    kl = lambda a, b: F.kl_div(F.log_softmax(b, -1), F.log_softmax(a, -1), log_target=True, reduction="batchmean")
+    torch.testing.assert_close(smart_divergence(p, q, "multiclass"), kl(p, q) + kl(q, p))
+    z1, z2 = p[:, 0], q[:, 0]
+    two = lambda z: torch.stack([torch.zeros_like(z), z], -1)
+    torch.testing.assert_close(smart_divergence(z1, z2, "binary"), smart_divergence(two(z1), two(z2), "multiclass"))
+    torch.testing.assert_close(smart_divergence(z1, z2, "regression"), F.mse_loss(z1, z2))
+    assert smart_divergence(p.half(), q.half(), "multiclass").dtype == torch.float32     # the KL in fp32
+    assert smart_divergence(p.bfloat16(), q.bfloat16(), "multiclass").dtype == torch.float32
+
+
+def test_linear_model_exact_maximum():
+    "For f(x) = w·x the ∞-ball maximum of (w·δ)² is (ε‖w‖₁)², and one step finds it."
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    f = lambda es: (es[0] * w).sum((1, 2))
+    x = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    cfg = SmartConfig()
+    term = smart_term(f, [x], f([x]), "regression", cfg, torch.Generator().manual_seed(1))
+    expect = ((cfg.eps * w.abs().sum((1, 2))) ** 2).mean()
+    assert float(term) <= float(expect) * (1 + 1e-9)               # never beyond the maximum
+    assert float(term) >= 0.99 * float(expect)                     # coordinates with |w_k| < 1% of max|w| may stop short of the face
+
+
+def test_perturbation_stays_in_the_ball():
+    seen = []
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 6, generator=g)
+    w = torch.randn(6, 2, generator=g)
+    def f(es): seen.append(es[0].detach()); return torch.tanh(es[0] @ w).sum(1)      # (B, 2)
+    for norm in ("example", "token"):
+        seen.clear()
+        cfg = SmartConfig(eps=1e-3, step_size=1e-2, k=3, norm=norm)
+        smart_term(f, [x], f([x]), "multiclass", cfg, torch.Generator().manual_seed(0))
+        delta = seen[-1] - x
+        assert float(delta.abs().max()) <= 1e-3 + 4 * torch.finfo(x.dtype).eps * float(x.abs().max())   # (x + δ) − x rounds
+        assert float(delta.abs().max()) > 0.5e-3                      # it does move
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_term_vanishes_with_eps_when_dropout_is_off(task):
+    model, b = tiny(), batch(task)
+    vals = [SmartRegularizer({task: SmartConfig(eps=e)}, torch.Generator().manual_seed(0))(model, task, b, None, 0).item()
+            for e in (1e-3, 1e-4, 1e-5, 1e-7, 0.0)]
+    assert vals[-1] == 0.0
+    assert vals[0] > vals[1] > vals[2] > vals[3] > 0
+    assert vals[3] < 1e-6 * vals[0]                                  # ∝ ε²
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_dropout_on_does_not_vanish(task):
+    model, b = tiny(), batch(task)
+    out = model.task_forward(task, b)
+    r = SmartRegularizer({task: SmartConfig(eps=0.0, clean_eval=False)}, torch.Generator().manual_seed(0))(model, task, b, out, 0)
+    assert r.item() > 0                                              # two dropout masks
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("clean_eval", [True, False])
+def test_gradient_reaches_the_model_and_is_finite(task, clean_eval):
+    model, b = tiny(), batch(task)
+    reg = SmartRegularizer({task: SmartConfig(mu=10.0, clean_eval=clean_eval)}, torch.Generator().manual_seed(0))
+    model.zero_grad(set_to_none=True)
+    out = model.task_forward(task, b)
+    r = reg(model, task, b, out, 3)
+    assert r.dim() == 0 and r.dtype == torch.float32 and r.item() > 0
+    torch.testing.assert_close(r, 10.0 * reg.last[task])
+    r.backward()
+    used = [p for n, p in model.named_parameters() if n.startswith(("bert.embeddings.word", "bert.encoder", f"heads.{task}."))]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in used)
+    assert float(torch.cat([p.grad.flatten() for p in used]).norm()) > 0
+    assert model.training and all(m.training for m in model.modules())          # modes restored
+
+
+def test_modes_restored_per_module():
+    model = tiny()
+    model.heads["sst"].eval()                                       # a module deliberately in eval mode
+    with dropout_off(model): assert not any(m.training for m in model.modules())
+    assert model.training and not model.heads["sst"].training and model.bert.training
+
+
+def test_clean_eval_false_backpropagates_through_the_training_output():
+    model, b = tiny(), batch("sst")
+    out = model.task_forward("sst", b)
+    out.retain_grad()
+    SmartRegularizer({"sst": SmartConfig(clean_eval=False)}, torch.Generator().manual_seed(0))(model, "sst", b, out, 0).backward()
+    assert out.grad is not None and out.grad.abs().sum() > 0
+    out2 = model.task_forward("sst", b); out2.retain_grad()
+    SmartRegularizer({"sst": SmartConfig(clean_eval=True)}, torch.Generator().manual_seed(0))(model, "sst", b, out2, 0).backward()
+    assert out2.grad is None                                       # the reference is its own constant forward
+
+
+def test_seeded_and_zero_weight():
+    model, b = tiny(), batch("sts")
+    a = SmartRegularizer({"sts": 1.0}, torch.Generator().manual_seed(5))(model, "sts", b, None, 0)
+    c = SmartRegularizer({"sts": 1.0}, torch.Generator().manual_seed(5))(model, "sts", b, None, 0)
+    assert torch.equal(a, c)
+    out = model.task_forward("sts", b)
+    z = SmartRegularizer({"sts": 0.0})(model, "sts", b, out, 0)
+    assert z.item() == 0.0 and not z.requires_grad
+
+
+def test_nonfinite_raises_with_task_and_step():
+    model, b = tiny(), batch("sts")
+    emb = model.task_embeds("sts", b)
+    bad = lambda es: model.task_forward("sts", b, inputs_embeds=[e * float("nan") for e in es])
+    with pytest.raises(SmartError, match=r"task 'sts' at training step 42: non-finite perturbation"):
+        smart_term(bad, emb, model.task_forward("sts", b), "regression", SmartConfig(), task="sts", step=42)
+    big = lambda es: model.task_forward("sts", b, inputs_embeds=es) * float("inf")
+    with pytest.raises(SmartError, match="task 'sts' at training step 3"):
+        smart_term(big, emb, model.task_forward("sts", b), "regression", SmartConfig(k=0), task="sts", step=3)
+    with pytest.raises(KeyError, match="not configured for task 'nli'"):
+        SmartRegularizer({"sts": 1.0})(model, "nli", b, None, 0)
+
+
+def test_config_and_cli_spec():
+    assert parse_smart("sts=10") == {"sts": 10.0}
+    assert parse_smart("sts=10,para=1") == {"sts": 10.0, "para": 1.0}
+    for spec, msg in [("qqp=1", "unknown task 'qqp'"), ("sts=x", "must be a number, got 'x'"), ("sts", "is not TASK=MU"),
+                      ("sts=1,sts=2", "given twice"), ("sts=nan", "finite number >= 0"), (" ", "empty")]:
+        with pytest.raises(ConfigError, match=msg): parse_smart(spec)
+    with pytest.raises(ConfigError, match="SmartConfig.step_size"): SmartConfig(step_size=0)
+    reg = SmartRegularizer(parse_smart("sts=10,para=1"))
+    assert reg.tasks == ("sts", "para") and reg.cfgs["sts"].mu == 10.0 and reg.cfgs["para"].eps == 1e-5
+
+
+def test_smart_with_pcgrad():
+    "The SMART term rides on the task's loss into PCGrad's per-task backward."
+    from minbert_nb.pcgrad import PCGrad
+    model = tiny()
+    bs = {t: batch(t, i) for i, t in enumerate(TASKS)}
+    reg = SmartRegularizer({"sts": 10.0, "para": 1.0}, torch.Generator().manual_seed(0))
+    pc = PCGrad(model.shared_parameters(), generator=torch.Generator().manual_seed(0))
+    model.zero_grad(set_to_none=True)
+    losses = {}
+    for t, b in bs.items():
+        out = model.task_forward(t, b)
+        losses[t] = model.task_loss(t, out, b) + (reg(model, t, b, out, 0) if t in reg.tasks else 0)
+    pc.backward(losses)
+    st = pc.before_step()
+    assert st["pcgrad/n_tasks"] == 3
+    assert all(torch.isfinite(p.grad).all() for p in model.shared_parameters() if p.grad is not None)
+
+
+def test_bregman_teacher():
+    model, b = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0), batch("sst")
+    breg = BregmanTeacher(model, mu=2.0, beta=0.9)
+    assert breg(model, "sst", b, model.task_forward("sst", b), 0).item() == pytest.approx(0.0, abs=1e-12)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    w0 = model.heads["sst"].weight.detach().clone()
+    F.cross_entropy(model.task_forward("sst", b), b["labels"]).backward(); opt.step()
+    w1 = model.heads["sst"].weight.detach().clone()
+    r = breg(model, "sst", b, model.task_forward("sst", b), 1)
+    assert r.item() > 0 and r.requires_grad
+    i = [n for n, _ in model.named_parameters()].index("heads.sst.weight")
+    torch.testing.assert_close(breg.teacher[i], 0.1 * w1 + 0.9 * w0)
+    assert torch.equal(model.heads["sst"].weight, w1)
+    with pytest.raises(ConfigError, match="beta must be in"): BregmanTeacher(model, beta=1.0)
+
+
+def test_with_lead_multitask_model_if_present():
+    heads = pytest.importorskip("minbert_nb.heads")
+    seed_everything(0)
+    model = heads.MultitaskBert(BertModel(preset("tiny")), heads.HeadsConfig(tasks=("sst", "para", "sts"), para_mode="siamese")).train()
+    g = torch.Generator().manual_seed(0)
+    for t in ("sst", "para", "sts"):
+        b = random_batch("sst", generator=g)
+        if model.cfg.pair_mode(t) == "siamese":
+            b2 = random_batch("sst", generator=g)
+            b = {"input_ids_a": b["input_ids"], "attention_mask_a": b["attention_mask"], "input_ids_b": b2["input_ids"], "attention_mask_b": b2["attention_mask"]}
+        b["labels"] = random_batch(t, generator=g)["labels"]
+        model.zero_grad(set_to_none=True)
+        out = model.task_forward(t, b)
+        r = SmartRegularizer({t: 1.0}, torch.Generator().manual_seed(0))(model, t, b, out, 0)
+        r.backward()
+        assert r.item() > 0 and all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.bert.encoder.parameters())
+
+
+def test_full_precision_turns_autocast_off():
+    model, b = tiny(), batch("sst")
+    dtypes = []
+    h = model.heads["sst"].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.task_forward("sst", b)
+            r_half = SmartRegularizer({"sst": SmartConfig()}, torch.Generator().manual_seed(0))(model, "sst", b, out, 0)
+            n = len(dtypes)
+            r_full = SmartRegularizer({"sst": SmartConfig(full_precision=True)}, torch.Generator().manual_seed(0))(model, "sst", b, out, 0)
+    finally: h.remove()
+    assert dtypes[0] == torch.bfloat16 and set(dtypes[1:n]) == {torch.bfloat16} and set(dtypes[n:]) == {torch.float32}
+    assert r_half.dtype == r_full.dtype == torch.float32 and torch.isfinite(r_half) and r_full.item() > 0
