@@ -109,8 +109,10 @@ def run(mode: str, train, dev, args, device) -> dict:
         if (step + 1) % 50 == 0: print(f"{mode} step {step + 1}: loss {sum(losses[-50:]) / 50:.3f} ({time.time() - t0:.0f}s)", flush=True)
     secs = time.time() - t0
     tr, tot = trainable_parameter_count(model)
-    return dict(mode=mode, train_s=secs, trainable=tr, total=tot, final_loss=sum(losses[-20:]) / len(losses[-20:]),
-                dev=evaluate(model, tok, dev, args, device))
+    res = dict(mode=mode, train_s=secs, trainable=tr, total=tot, final_loss=sum(losses[-20:]) / len(losses[-20:]),
+               dev=evaluate(model, tok, dev, args, device))
+    print(json.dumps(res), flush=True)
+    return res
 
 
 def main(argv=None):
