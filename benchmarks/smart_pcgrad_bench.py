@@ -12,7 +12,7 @@ The model is BERT (random weights, `preset`) with three heads through the `Multi
 AdamW.step — what the trainer does.
 """
 from __future__ import annotations
-import argparse, json, platform, statistics, sys, time
+import argparse, json, platform, resource, statistics, subprocess, sys, time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -107,6 +107,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (0: torch's default)")
     ap.add_argument("--smart-task", default="sts", choices=TASKS)
     ap.add_argument("--only", choices=("all", "pcgrad", "smart"), default="all")
+    ap.add_argument("--memory", action="store_true", help="CPU: also measure the peak RSS of 2 steps of each strategy, each in a fresh process")
+    ap.add_argument("--child", choices=("weighted_sum", "pcgrad"), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
@@ -117,6 +119,11 @@ def main(argv=None):
     opt = AdamW(model.parameters(), lr=1e-5)
     batches = make_batches(TASKS, a.batch, a.seq, model.bert.config.vocab_size, dev)
     shared, allp = model.shared_parameters(), list(model.parameters())
+    if a.child:                                       # one strategy, two steps, then the process's peak resident memory
+        s = WeightedSum() if a.child == "weighted_sum" else PCGrad(shared, generator=torch.Generator().manual_seed(0), track=False, tasks=TASKS)
+        for _ in range(2): step(model, opt, s, batches, amp, dev)
+        print(json.dumps({"maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+        return
     info = {"preset": a.preset, "batch_per_task": a.batch, "seq": a.seq, "reps": a.reps, "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "amp": a.amp, "torch": torch.__version__,
@@ -139,6 +146,13 @@ def main(argv=None):
         buf = pc.G.numel() * pc.G.element_size()
         res["pcgrad"] = {**t, "buffer_bytes": buf, "shared_param_bytes": nbytes(shared), "param_bytes": nbytes(allp),
                          "buffer_over_param_bytes": buf / nbytes(allp), **mem}
+        if a.memory and dev.type == "cpu":
+            for name in ("weighted_sum", "pcgrad"):
+                cmd = [sys.executable, __file__, "--child", name, "--preset", a.preset, "--batch", str(a.batch), "--seq", str(a.seq),
+                       "--threads", str(torch.get_num_threads())]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+                mem[f"peak_{name}_bytes"] = json.loads(out)["maxrss_bytes"]
+                res["pcgrad"][f"peak_{name}_bytes"] = mem[f"peak_{name}_bytes"]
         if mem: res["pcgrad"]["extra_peak_bytes"] = mem["peak_pcgrad_bytes"] - mem["peak_weighted_sum_bytes"]
         del pc
 
@@ -162,7 +176,8 @@ def main(argv=None):
                   f"paired {q[f'paired_ratio_{m}']:.3f} (target ≤ 1.15) | surgery (before_step) {q[f'median_{m}_before_step_s']:.3f} s")
         print(f"per-task buffers {p['buffer_bytes'] / 2**20:.0f} MiB = {p['buffer_over_param_bytes']:.2f} × parameter bytes "
               f"({p['param_bytes'] / 2**20:.0f} MiB; target ≤ 3 ×)"
-              + (f" | measured extra peak {p['extra_peak_bytes'] / 2**20:.0f} MiB" if "extra_peak_bytes" in p else ""))
+              + (f" | measured peak: weighted sum {p['peak_weighted_sum_bytes'] / 2**20:.0f} MiB, PCGrad {p['peak_pcgrad_bytes'] / 2**20:.0f} MiB, "
+                 f"extra {p['extra_peak_bytes'] / 2**20:.0f} MiB = {p['extra_peak_bytes'] / p['param_bytes']:.2f} × parameter bytes" if "extra_peak_bytes" in p else ""))
     if "smart" in res:
         s = res["smart"]
         for m in ("wall", "cpu"):

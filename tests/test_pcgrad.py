@@ -218,6 +218,11 @@ def test_buffer_memory_is_tasks_times_shared_bytes():
     model.zero_grad(set_to_none=True)
     pc.backward(losses_of(model, bs)); pc.before_step()
     assert pc.G.numel() * pc.G.element_size() == 3 * nbytes                     # no growth once allocated
+    ptr = pc.G.untyped_storage().data_ptr()
+    assert all(p.grad.untyped_storage().data_ptr() == ptr for p in shared)       # the update lives in the buffer
+    model.zero_grad(set_to_none=False)                                           # zeroing in place is fine too
+    pc.backward(losses_of(model, bs)); st = pc.before_step()
+    assert st["pcgrad/n_tasks"] == 3
 
 
 def test_errors():
