@@ -12,7 +12,7 @@ The model is BERT (random weights, `preset`) with three heads through the `Multi
 AdamW.step — what the trainer does.
 """
 from __future__ import annotations
-import argparse, json, platform, statistics, sys, time
+import argparse, json, platform, resource, statistics, subprocess, sys, time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -56,8 +56,8 @@ def make_batches(tasks, B, T, vocab, dev, seed=0):
 
 
 def step(model, opt, strategy, batches, amp, dev, regs=None, step_no=0):
-    "One optimizer step; returns (seconds, seconds in before_step)."
-    sync(dev); t0 = time.perf_counter()
+    "One optimizer step; returns wall and process-CPU seconds of the step and of its before_step."
+    sync(dev); t0, c0 = time.perf_counter(), time.process_time()
     opt.zero_grad(set_to_none=True)
     losses = {}
     with amp():
@@ -67,25 +67,32 @@ def step(model, opt, strategy, batches, amp, dev, regs=None, step_no=0):
             if regs and t in regs.tasks: loss = loss + regs(model, t, b, out, step_no)
             losses[t] = loss
     strategy.backward(losses)
-    sync(dev); t1 = time.perf_counter()
+    sync(dev); t1, c1 = time.perf_counter(), time.process_time()
     strategy.before_step()
-    sync(dev); t2 = time.perf_counter()
+    sync(dev); t2, c2 = time.perf_counter(), time.process_time()
     opt.step()
     sync(dev)
-    return time.perf_counter() - t0, t2 - t1
+    return {"wall": time.perf_counter() - t0, "wall_before_step": t2 - t1, "cpu": time.process_time() - c0, "cpu_before_step": c2 - c1}
 
 
 def alternate(runs: dict, reps: int, warmup: int):
-    "Run each entry of `runs` (name → zero-arg function returning (total, part)) alternately; medians."
-    times = {k: [] for k in runs}
+    """Run each entry of `runs` (name → zero-arg function returning a dict of timings) alternately, the order reversed
+    every other round; medians of each timing, and medians of the per-round ratios to the first entry (paired, so
+    that a change of machine load between rounds cancels)."""
+    rec = {k: [] for k in runs}
     names = list(runs)
     for r in range(warmup + reps):
         for k in (names if r % 2 == 0 else names[::-1]):
             res = runs[k]()
-            if r >= warmup: times[k].append(res)
-            print(f"  rep {r}{' (warm-up)' if r < warmup else ''} {k}: {res[0]:.3f} s", flush=True)
-    return {k: {"median_s": statistics.median(x[0] for x in v), "median_part_s": statistics.median(x[1] for x in v),
-                "all_s": [round(x[0], 4) for x in v]} for k, v in times.items()}
+            if r >= warmup: rec[k].append(res)
+            print(f"  round {r}{' (warm-up)' if r < warmup else ''} {k}: wall {res['wall']:.3f} s, cpu {res['cpu']:.3f} s", flush=True)
+    out = {k: {f"median_{m}_s": statistics.median(x[m] for x in v) for m in v[0]} | {"all": v} for k, v in rec.items()}
+    base = names[0]
+    for k in names[1:]:
+        for m in ("wall", "cpu"):
+            out[k][f"ratio_{m}"] = out[k][f"median_{m}_s"] / out[base][f"median_{m}_s"]
+            out[k][f"paired_ratio_{m}"] = statistics.median(a[m] / b[m] for a, b in zip(rec[k], rec[base]))
+    return out
 
 
 def main(argv=None):
@@ -100,6 +107,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (0: torch's default)")
     ap.add_argument("--smart-task", default="sts", choices=TASKS)
     ap.add_argument("--only", choices=("all", "pcgrad", "smart"), default="all")
+    ap.add_argument("--memory", action="store_true", help="CPU: also measure the peak RSS of 2 steps of each strategy, each in a fresh process")
+    ap.add_argument("--child", choices=("weighted_sum", "pcgrad"), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
@@ -110,6 +119,11 @@ def main(argv=None):
     opt = AdamW(model.parameters(), lr=1e-5)
     batches = make_batches(TASKS, a.batch, a.seq, model.bert.config.vocab_size, dev)
     shared, allp = model.shared_parameters(), list(model.parameters())
+    if a.child:                                       # one strategy, two steps, then the process's peak resident memory
+        s = WeightedSum() if a.child == "weighted_sum" else PCGrad(shared, generator=torch.Generator().manual_seed(0), track=False, tasks=TASKS)
+        for _ in range(2): step(model, opt, s, batches, amp, dev)
+        print(json.dumps({"maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+        return
     info = {"preset": a.preset, "batch_per_task": a.batch, "seq": a.seq, "reps": a.reps, "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "amp": a.amp, "torch": torch.__version__,
@@ -130,10 +144,15 @@ def main(argv=None):
         t = alternate({"weighted_sum": lambda: step(model, opt, ws, batches, amp, dev),
                        "pcgrad": lambda: step(model, opt, pc, batches, amp, dev)}, a.reps, a.warmup)
         buf = pc.G.numel() * pc.G.element_size()
-        res["pcgrad"] = {**t, "ratio": t["pcgrad"]["median_s"] / t["weighted_sum"]["median_s"],
-                         "surgery_median_s": t["pcgrad"]["median_part_s"],
-                         "buffer_bytes": buf, "shared_param_bytes": nbytes(shared), "param_bytes": nbytes(allp),
+        res["pcgrad"] = {**t, "buffer_bytes": buf, "shared_param_bytes": nbytes(shared), "param_bytes": nbytes(allp),
                          "buffer_over_param_bytes": buf / nbytes(allp), **mem}
+        if a.memory and dev.type == "cpu":
+            for name in ("weighted_sum", "pcgrad"):
+                cmd = [sys.executable, __file__, "--child", name, "--preset", a.preset, "--batch", str(a.batch), "--seq", str(a.seq),
+                       "--threads", str(torch.get_num_threads())]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+                mem[f"peak_{name}_bytes"] = json.loads(out)["maxrss_bytes"]
+                res["pcgrad"][f"peak_{name}_bytes"] = mem[f"peak_{name}_bytes"]
         if mem: res["pcgrad"]["extra_peak_bytes"] = mem["peak_pcgrad_bytes"] - mem["peak_weighted_sum_bytes"]
         del pc
 
@@ -147,22 +166,24 @@ def main(argv=None):
         t = alternate({"plain": lambda: step(model, opt, ws, one, amp, dev),
                        "smart_clean_eval": lambda: step(model, opt, ws, one, amp, dev, regs["clean_eval"]),
                        "smart_dropout_on": lambda: step(model, opt, ws, one, amp, dev, regs["dropout_on"])}, a.reps, a.warmup)
-        res["smart"] = {**t, "task": task,
-                        "ratio_clean_eval": t["smart_clean_eval"]["median_s"] / t["plain"]["median_s"],
-                        "ratio_dropout_on": t["smart_dropout_on"]["median_s"] / t["plain"]["median_s"]}
+        res["smart"] = {**t, "task": task}
 
-    print("\n== results ==")
+    print("\n== results ==  (medians; 'paired' = median over rounds of the per-round ratio)")
     if "pcgrad" in res:
-        p = res["pcgrad"]
-        print(f"weighted-sum step {p['weighted_sum']['median_s']:.3f} s | PCGrad step {p['pcgrad']['median_s']:.3f} s "
-              f"| ratio {p['ratio']:.3f} (target ≤ 1.15) | surgery (before_step) {p['surgery_median_s']:.3f} s")
+        p, w, q = res["pcgrad"], res["pcgrad"]["weighted_sum"], res["pcgrad"]["pcgrad"]
+        for m in ("wall", "cpu"):
+            print(f"[{m}] weighted-sum step {w[f'median_{m}_s']:.3f} s | PCGrad step {q[f'median_{m}_s']:.3f} s | ratio {q[f'ratio_{m}']:.3f}, "
+                  f"paired {q[f'paired_ratio_{m}']:.3f} (target ≤ 1.15) | surgery (before_step) {q[f'median_{m}_before_step_s']:.3f} s")
         print(f"per-task buffers {p['buffer_bytes'] / 2**20:.0f} MiB = {p['buffer_over_param_bytes']:.2f} × parameter bytes "
               f"({p['param_bytes'] / 2**20:.0f} MiB; target ≤ 3 ×)"
-              + (f" | measured extra peak {p['extra_peak_bytes'] / 2**20:.0f} MiB" if "extra_peak_bytes" in p else ""))
+              + (f" | measured peak: weighted sum {p['peak_weighted_sum_bytes'] / 2**20:.0f} MiB, PCGrad {p['peak_pcgrad_bytes'] / 2**20:.0f} MiB, "
+                 f"extra {p['extra_peak_bytes'] / 2**20:.0f} MiB = {p['extra_peak_bytes'] / p['param_bytes']:.2f} × parameter bytes" if "extra_peak_bytes" in p else ""))
     if "smart" in res:
         s = res["smart"]
-        print(f"plain {s['task']} step {s['plain']['median_s']:.3f} s | SMART clean_eval {s['smart_clean_eval']['median_s']:.3f} s "
-              f"(× {s['ratio_clean_eval']:.2f}) | SMART dropout on {s['smart_dropout_on']['median_s']:.3f} s (× {s['ratio_dropout_on']:.2f}) (target ≤ 2.2)")
+        for m in ("wall", "cpu"):
+            print(f"[{m}] plain {s['task']} step {s['plain'][f'median_{m}_s']:.3f} s | SMART clean_eval {s['smart_clean_eval'][f'median_{m}_s']:.3f} s "
+                  f"(× {s['smart_clean_eval'][f'ratio_{m}']:.2f}, paired × {s['smart_clean_eval'][f'paired_ratio_{m}']:.2f}) | SMART dropout on "
+                  f"{s['smart_dropout_on'][f'median_{m}_s']:.3f} s (× {s['smart_dropout_on'][f'ratio_{m}']:.2f}, paired × {s['smart_dropout_on'][f'paired_ratio_{m}']:.2f}) (target ≤ 2.2)")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(res, indent=2))

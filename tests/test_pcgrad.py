@@ -218,6 +218,11 @@ def test_buffer_memory_is_tasks_times_shared_bytes():
     model.zero_grad(set_to_none=True)
     pc.backward(losses_of(model, bs)); pc.before_step()
     assert pc.G.numel() * pc.G.element_size() == 3 * nbytes                     # no growth once allocated
+    ptr = pc.G.untyped_storage().data_ptr()
+    assert all(p.grad.untyped_storage().data_ptr() == ptr for p in shared)       # the update lives in the buffer
+    model.zero_grad(set_to_none=False)                                           # zeroing in place is fine too
+    pc.backward(losses_of(model, bs)); st = pc.before_step()
+    assert st["pcgrad/n_tasks"] == 3
 
 
 def test_errors():
@@ -296,3 +301,17 @@ def test_state_dict_round_trip_is_json():
     pc2 = PCGrad(model.shared_parameters(), generator=torch.Generator().manual_seed(1)); pc2.load_state_dict(state)
     assert torch.equal(one(pc2), a) and pc2.steps == 2
     with pytest.raises(PCGradError, match="no generator"): PCGrad(model.shared_parameters()).load_state_dict(state)
+
+
+def test_task_without_shared_gradient():
+    "A loss that does not reach the encoder gets a zero row; nothing divides by its zero norm."
+    model, bs = tiny(), batches(12, tasks=("sst", "para"))
+    model.zero_grad(set_to_none=True)
+    pc = PCGrad(model.shared_parameters(), generator=torch.Generator().manual_seed(0))
+    L = losses_of(model, bs)
+    L["sts"] = model.heads["sts"](torch.randn(2, 3 * model.bert.config.hidden_size)).pow(2).mean()   # head only
+    pc.backward(L)
+    st = pc.before_step()
+    assert math.isnan(st["pcgrad/cos/sst|sts"]) and st["pcgrad/nonfinite"] == 0
+    assert torch.isfinite(flat_grads(model.shared_parameters())).all()
+    assert model.heads["sts"].weight.grad is not None
