@@ -209,7 +209,11 @@ def _atomic_write(path: Path, write):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    try: write(tmp); os.replace(tmp, path)
+    try:
+        write(tmp)
+        mask = os.umask(0); os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)          # mkstemp makes 0600; a checkpoint gets the usual permissions
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 

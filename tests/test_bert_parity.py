@@ -113,3 +113,12 @@ def test_pytorch_bin_loads_weights_only(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "pytorch_model.bin")
     with pytest.raises(Exception):
         BertModel.from_pretrained(tmp_path)
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path):
+    import os
+    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=16)).save_pretrained(tmp_path)
+    mask = os.umask(0); os.umask(mask)
+    for f in ("model.safetensors", "config.json"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o666 & ~mask, f
