@@ -16,7 +16,8 @@ import torch
 
 # %% auto #0
 __all__ = ['REQUIRED_KEYS', 'PRESETS', 'OFFLINE_MODEL', 'ConfigError', 'BertConfig', 'config_from_dict', 'load_config',
-           'config_to_dict', 'preset', 'seed_everything', 'pick_device', 'offline_model_dir', 'resolve_model']
+           'config_to_dict', 'read_yaml', 'preset', 'seed_everything', 'pick_device', 'offline_model_dir',
+           'resolve_model']
 
 # %% ../nbs/00_config.ipynb #d0cd3d18
 class ConfigError(ValueError):
@@ -86,6 +87,16 @@ def config_to_dict(cfg: BertConfig) -> dict:
     "The `config.json` that `transformers.BertModel` reads."
     d = {k: v for k, v in asdict(cfg).items() if k != "attn_impl"}
     return {"architectures": ["BertModel"], "model_type": "bert", "position_embedding_type": "absolute", **d}
+
+def read_yaml(path) -> dict:
+    "The mapping in a YAML config file; errors name the file."
+    import yaml
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"{p}: no such config file")
+    try: d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of keys at the top level")
+    return d
 
 # %% ../nbs/00_config.ipynb #bb177572
 PRESETS = {

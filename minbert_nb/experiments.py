@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import yaml
 
-from .config import ConfigError, OFFLINE_MODEL, seed_everything, pick_device
+from .config import ConfigError, OFFLINE_MODEL, seed_everything, pick_device, read_yaml
 from .bert import BertModel, load_tokenizer, save_json
 from .data import load_split, TaskDataset
 from .heads import HeadsConfig, MultitaskBert, load_multitask
@@ -66,13 +66,7 @@ def run_config_from_dict(d: dict, where: str = "config") -> RunConfig:
 
 def load_run_config(path=None, **overrides) -> RunConfig:
     "Read a YAML run config (or the defaults), then apply `overrides` (`train.lr_heads=...` as nested dicts or top-level keys)."
-    d = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists(): raise FileNotFoundError(f"{p}: no such config file")
-        try: d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML ({e})") from None
-        if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of keys at the top level")
+    d = read_yaml(path) if path is not None else {}
     for k, v in overrides.items():
         if v is None: continue
         if k in _NESTED: d[k] = {**(d.get(k) or {}), **v}

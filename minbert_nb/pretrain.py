@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from safetensors.torch import load_file
 
-from .config import BertConfig, ConfigError, OFFLINE_MODEL, pick_device, resolve_model, seed_everything
+from .config import BertConfig, ConfigError, OFFLINE_MODEL, pick_device, read_yaml, resolve_model, seed_everything
 from .bert import (BertModel, CheckpointError, load_tokenizer, normalize_key, read_state_dict,
                              save_json, save_tensors, _ACT)
 from torch.optim.lr_scheduler import LambdaLR
@@ -437,14 +437,7 @@ def pretrain_config_from_dict(d: dict, where: str = "config") -> PretrainConfig:
 
 def load_pretrain_config(path=None, **overrides) -> PretrainConfig:
     "Read a YAML config (or the defaults), then apply `overrides` (None values are ignored; `masking` merges)."
-    import yaml
-    d = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists(): raise FileNotFoundError(f"{p}: no such config file")
-        try: d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML ({e})") from None
-        if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of keys at the top level")
+    d = read_yaml(path) if path is not None else {}
     for k, v in overrides.items():
         if v is None: continue
         d[k] = {**(d.get(k) or {}), **v} if k == "masking" and isinstance(v, dict) else v
