@@ -4,18 +4,7 @@
 # checkpoint (pretrained here first with configs/pretrain-quick.yaml). fp32 (amp off), as on the CPU.
 set -u
 OUT=${OUT:-gpu_out}; S=/tmp/stage; mkdir -p "$OUT" $S; STEPS=${STEPS:-800}
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=$PWD:/tmp/site
-python3 - <<'PY'
-import shutil
-from pathlib import Path
-from safetensors.torch import load_file, save_file
-s, d = Path(".devcarry/minilm16"), Path("/tmp/minilm"); d.mkdir(exist_ok=True)
-save_file({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(s/"model16.safetensors")).items()}, str(d/"model.safetensors"))
-for f in s.iterdir():
-    if f.name != "model16.safetensors": shutil.copy(f, d/f.name)
-PY
+source tools/gpu_setup.sh   # wheels, PYTHONPATH, the fp32 MiniLM in /tmp/minilm
 T0=$(date +%s)
 C="--device cuda --amp off --max-steps $STEPS --eval-every 400"
 ( timeout 100 python3 -m minbert_nb.cli pretrain --config configs/pretrain-quick.yaml --data-dir .devcarry/data --model /tmp/minilm \

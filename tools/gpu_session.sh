@@ -6,18 +6,7 @@
 #   bash tools/gpu_session.sh base= lr3e-5="--lr-encoder 3e-5" ...     (variants: name=extra train flags)
 set -u
 OUT=${OUT:-gpu_out}; S=/tmp/stage; mkdir -p "$OUT" $S
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=$PWD:/tmp/site
-python3 - <<'PY'
-import shutil
-from pathlib import Path
-from safetensors.torch import load_file, save_file
-s, d = Path(".devcarry/minilm16"), Path("/tmp/minilm"); d.mkdir(exist_ok=True)
-save_file({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(s/"model16.safetensors")).items()}, str(d/"model.safetensors"))
-for f in s.iterdir():
-    if f.name != "model16.safetensors": shutil.copy(f, d/f.name)
-PY
+source tools/gpu_setup.sh   # wheels, PYTHONPATH, the fp32 MiniLM in /tmp/minilm
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $S/gpu.txt
 T0=$(date +%s)
 BENCH_LIMIT_S=${BENCH_LIMIT_S:-250} OUT=$S/bench bash benchmarks/gpu_bench.sh > $S/bench_stdout.txt 2>&1
