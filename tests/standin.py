@@ -61,3 +61,14 @@ def random_batch(task: str, B: int = 4, T: int = 12, vocab: int = 1000, generato
         return {"input_ids_a": ids() * am, "attention_mask_a": am, "input_ids_b": ids() * am, "attention_mask_b": am, "labels": y}
     tt = torch.zeros(B, T, dtype=torch.long); tt[:, T // 2:] = 1
     return {"input_ids": ids() * am, "attention_mask": am, "token_type_ids": tt, "labels": y}
+
+
+def multitask_batch(model, task: str, generator=None) -> dict:
+    "A random batch in the layout `MultitaskBert` expects for `task` (siamese pairs get `_a`/`_b` keys)."
+    b = random_batch("sst", generator=generator)
+    if model.cfg.pair_mode(task) == "siamese":
+        b2 = random_batch("sst", generator=generator)
+        b = {"input_ids_a": b["input_ids"], "attention_mask_a": b["attention_mask"],
+             "input_ids_b": b2["input_ids"], "attention_mask_b": b2["attention_mask"]}
+    b["labels"] = random_batch(task, generator=generator)["labels"]
+    return b

@@ -5,7 +5,7 @@ import torch
 from minbert_nb.config import preset, seed_everything, ConfigError
 from minbert_nb.bert import BertModel
 from minbert_nb.pcgrad import PCGrad, PCGradError, project_conflicting, pc_coefficients, gram
-from standin import StandIn, random_batch, KINDS
+from standin import StandIn, random_batch, multitask_batch, KINDS
 
 
 def reference(grads, generator=None):
@@ -260,11 +260,7 @@ def test_with_lead_multitask_model_if_present():
     bs = {}
     g = torch.Generator().manual_seed(0)
     for t in ("sst", "para", "sts"):
-        b = random_batch("sst", generator=g)
-        if model.cfg.pair_mode(t) == "siamese":
-            b2 = random_batch("sst", generator=g)
-            b = {"input_ids_a": b["input_ids"], "attention_mask_a": b["attention_mask"], "input_ids_b": b2["input_ids"], "attention_mask_b": b2["attention_mask"]}
-        b["labels"] = random_batch(t, generator=g)["labels"]
+        b = multitask_batch(model, t, g)
         bs[t] = b
     pc = PCGrad(model.shared_parameters(), generator=torch.Generator().manual_seed(0))
     model.zero_grad(set_to_none=True)

@@ -7,7 +7,7 @@ from minbert_nb.config import preset, seed_everything, ConfigError
 from minbert_nb.bert import BertModel
 from minbert_nb.smart import (SmartConfig, SmartError, SmartRegularizer, BregmanTeacher, dropout_off, parse_smart,
                               smart_divergence, smart_term)
-from standin import StandIn, random_batch
+from standin import StandIn, random_batch, multitask_batch
 
 TASKS = ("sst", "para", "sts")          # multiclass, binary (cross-encoder pair), regression (siamese pair)
 
@@ -187,11 +187,7 @@ def test_with_lead_multitask_model_if_present():
     model = heads.MultitaskBert(BertModel(preset("tiny")), heads.HeadsConfig(tasks=("sst", "para", "sts"), para_mode="siamese")).train()
     g = torch.Generator().manual_seed(0)
     for t in ("sst", "para", "sts"):
-        b = random_batch("sst", generator=g)
-        if model.cfg.pair_mode(t) == "siamese":
-            b2 = random_batch("sst", generator=g)
-            b = {"input_ids_a": b["input_ids"], "attention_mask_a": b["attention_mask"], "input_ids_b": b2["input_ids"], "attention_mask_b": b2["attention_mask"]}
-        b["labels"] = random_batch(t, generator=g)["labels"]
+        b = multitask_batch(model, t, g)
         model.zero_grad(set_to_none=True)
         out = model.task_forward(t, b)
         r = SmartRegularizer({t: 1.0}, torch.Generator().manual_seed(0))(model, t, b, out, 0)
