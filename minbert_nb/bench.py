@@ -176,7 +176,7 @@ def bench_models(model_names=("minilm", "base"),                  # presets of `
                  paddings=("random",),                            # "random" and/or "none" (full-length batches)
                  device: str | torch.device = "cpu",
                  repeats: int | None = None, warmup: int | None = None,  # default 3 and 1 on CPU, 20 and 5 on a GPU
-                 skip_padding: Literal["eager", "always", "never"] = "eager",  # our `BertModel.skip_padding`
+                 skip_padding: Literal["auto", "eager", "always", "never"] = "auto",  # our `BertModel.skip_padding`
                  time_budget_s: float | None = None,              # skip the combinations left once this is spent
                  memory: bool = True,                             # measure peak memory (in a warm-up step)
                  threads: int | None = None,                      # torch CPU threads for the run (default: as set)
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtypes", default=None, help="fp32, bf16, fp16 (default: fp32 on CPU, bf16,fp32 on a GPU)")
     p.add_argument("--compile", choices=("off", "on", "both"), default=None, help="torch.compile (default: off on CPU, both on a GPU)")
     p.add_argument("--padding", choices=("random", "none", "both"), default="random", help="random lengths, full-length batches, or both")
-    p.add_argument("--skip-padding", choices=("eager", "always", "never"), default="eager", help="our BertModel.skip_padding")
+    p.add_argument("--skip-padding", choices=("auto", "eager", "always", "never"), default="auto", help="our BertModel.skip_padding")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3 on CPU, 20 on a GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1 on CPU, 5 on a GPU)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; combinations left after it are skipped")

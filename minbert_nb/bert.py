@@ -133,7 +133,7 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(cfg)
         self.encoder = BertEncoder(cfg)
         self.pooler = BertPooler(cfg)
-        self.skip_padding = "eager"  # run position-wise layers on real tokens only: "eager", "always" or "never" (see below)
+        self.skip_padding = "auto"   # run position-wise layers on real tokens only: "auto", "eager", "always" or "never" (see below)
         self.apply(self._init_weights)
 
     def _init_weights(self, m):
@@ -159,10 +159,11 @@ class BertModel(nn.Module):
     def masks(self, attention_mask, output_attentions=False):
         "(key mask (B, 1, 1, T), None) on the padded path; (None, `Packing` of the real tokens) on the fast one."
         if attention_mask is None: return None, None
-        if self.skip_padding not in ("eager", "always", "never"):
-            raise ValueError(f"BertModel.skip_padding must be 'eager', 'always' or 'never', got {self.skip_padding!r}")
+        if self.skip_padding not in ("auto", "eager", "always", "never"):
+            raise ValueError(f"BertModel.skip_padding must be 'auto', 'eager', 'always' or 'never', got {self.skip_padding!r}")
         fast = self.config.attn_impl == "sdpa" and not output_attentions and self.skip_padding != "never"
-        if not fast or (self.skip_padding == "eager" and torch.compiler.is_compiling()):
+        if self.skip_padding == "auto": fast = fast and attention_mask.device.type == "cpu"   # on a GPU the bookkeeping costs more than it saves
+        if not fast or (self.skip_padding in ("auto", "eager") and torch.compiler.is_compiling()):
             return padding_mask(attention_mask), None
         # the packing lays sentences out for attention itself (no mask needed); under torch.compile in
         # the batch's own (B, T) grid, so that only N, the number of real tokens, changes between batches
