@@ -220,6 +220,20 @@ def test_conflict_viewer_and_attention_panel_widgets(live_widgets, monkeypatch):
     assert seen == ["a b", "c d e"]                        # computed once per sentence
 
 
+def test_attention_explorer(monkeypatch):
+    """02_bert's explorer: the static heatmap without a live kernel (nbdev-test, the docs site), the sliders in one."""
+    pytest.importorskip("ipywidgets")
+    import torch
+    from minbert_nb import attention
+    attns = [torch.full((1, 2, 3, 3), 1 / 3)] * 2
+    fig = attention.attention_explorer(attns, list("abc"))
+    assert type(fig).__name__ == "Figure" and fig.axes[0].get_title() == "layer 0, head 0"
+    monkeypatch.setattr(attention, "widgets_available", lambda: True)
+    w = attention.attention_explorer(attns, list("abc"))
+    layer, head = w.children[0].children
+    assert (layer.max, head.max) == (1, 1) and "application/vnd.jupyter.widget-view+json" in w._repr_mimebundle_()
+
+
 def test_static_where_no_kernel():
     assert not course.widgets_available()                   # pytest: no kernel
     live = conflict_viewer([{"step": 1, "cos": {"a/b": 0.3}}])
