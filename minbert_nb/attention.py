@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/attention.html.md"""
 
 # %% ../nbs/01_attention.ipynb #78d44c5a
 from __future__ import annotations
-import math
+import math, os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from .config import BertConfig
 
 # %% auto #0
 __all__ = ['attention', 'padding_mask', 'sdpa_attention', 'MultiHeadSelfAttention', 'Packing', 'plot_attention',
-           'attention_explorer']
+           'widgets_available', 'attention_explorer']
 
 # %% ../nbs/01_attention.ipynb #e59ad4e9
 def attention(q: torch.Tensor,   # (B, H, T, d) queries
@@ -26,6 +26,9 @@ def attention(q: torch.Tensor,   # (B, H, T, d) queries
               dropout_p: float = 0.0,
              ) -> tuple[torch.Tensor, torch.Tensor]:
     "softmax(QKᵀ/√d + M)·V written out; returns the output (B, H, T, d) and the probabilities (B, H, T, S)."
+    # scores = q kᵀ / √d, (B, H, T, S), d = the last size of q. Where `mask` is False, set the score to
+    # torch.finfo(scores.dtype).min (finite, unlike -inf: a row with every key masked stays finite).
+    # probs = softmax over the keys (the last dimension); out = dropout(probs) @ v, with F.dropout only if dropout_p > 0.
     d = q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d)                      # (B, H, T, S)
     if mask is not None: scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
@@ -161,13 +164,23 @@ def plot_attention(probs: torch.Tensor,   # (T, S) one head's probabilities
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04); fig.tight_layout()
     return fig
 
+def widgets_available() -> bool:
+    "True in a live Jupyter or Colab kernel with ipywidgets; False under nbdev-test and the docs build (`IN_TEST`, `MINBERT_STATIC`) and in plain Python."
+    if os.environ.get("IN_TEST") or os.environ.get("MINBERT_STATIC"): return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError: return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
 def attention_explorer(attentions, tokens: list[str]):
     "An ipywidgets layer/head picker over per-layer attentions [(1, H, T, T)]; a static plot of layer 0, head 0 where widgets cannot render."
-    try:
-        import ipywidgets as w
-        from IPython.display import display
-    except ImportError: return plot_attention(attentions[0][0, 0], tokens, "layer 0, head 0")
     import matplotlib.pyplot as plt
+    if not widgets_available():   # nbdev-test, the docs site, plain Python: a widget there would be a blank output
+        fig = plot_attention(attentions[0][0, 0], tokens, "layer 0, head 0"); plt.close(fig)  # shown once, as the cell's value
+        return fig
+    import ipywidgets as w
+    from IPython.display import display
     L, H = len(attentions), attentions[0].shape[1]
     out = w.Output()
     layer, head = w.IntSlider(0, 0, L - 1, description="layer"), w.IntSlider(0, 0, H - 1, description="head")

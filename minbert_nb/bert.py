@@ -37,6 +37,8 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids, token_type_ids=None, inputs_embeds=None):
         "ids (B, T) → (B, T, C). `inputs_embeds` replaces the word embeddings (SMART perturbs them)."
+        # E = Dropout(LayerNorm(E_tok[x_t] + E_pos[t] + E_seg[s_t])): positions t = 0 … T−1 (on x's device); token
+        # types s_t default to 0 when `token_type_ids` is None; `inputs_embeds` (B, T, C), if given, stands for E_tok[x].
         x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         T = x.size(1)
         pos = torch.arange(T, device=x.device)                                             # (T,)
@@ -53,7 +55,9 @@ class AddNorm(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, h, x): return self.LayerNorm(x + self.dropout(self.dense(h)))
+    def forward(self, h, x):
+        "h: the sub-layer's output (..., d_in), x: its input (..., C) → LayerNorm(x + Dropout(dense(h))), (..., C)."
+        return self.LayerNorm(x + self.dropout(self.dense(h)))
 
 class BertAttention(nn.Module):
     "Multi-head self-attention (`self`) and its output projection + add & norm (`output`)."
@@ -63,6 +67,7 @@ class BertAttention(nn.Module):
         self.output = AddNorm(cfg.hidden_size, cfg)
 
     def forward(self, x, mask=None, output_attentions=False, packing=None):
+        "x → (AddNorm of the heads' context with x, the probabilities or None): run `self` (its arguments are this forward's), then `output`."
         h, probs = self.self(x, mask, output_attentions, packing)
         return self.output(h, x), probs
 
@@ -77,7 +82,9 @@ class BertIntermediate(nn.Module):
         self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.act = _ACT[cfg.hidden_act]
 
-    def forward(self, x): return self.act(self.dense(x))
+    def forward(self, x):
+        "x (..., C) → act(x W1 + b1), (..., intermediate_size); `self.act` is GELU for BERT."
+        return self.act(self.dense(x))
 
 class BertLayer(nn.Module):
     "One encoder layer: self-attention sub-layer, then feed-forward sub-layer."
@@ -89,6 +96,9 @@ class BertLayer(nn.Module):
 
     def forward(self, x, mask=None, output_attentions=False, packing=None):
         "x: (B, T, C), or (N, C) real tokens only with `packing` (everything but attention is position-wise)."
+        # x, probs = the attention sub-layer (`self.attention`, passing mask, output_attentions, packing on);
+        # then the feed-forward sub-layer: x = LayerNorm(x + Dropout(W2·GELU(x W1 + b1) + b2)), i.e. `self.output`
+        # (AddNorm) of `self.intermediate(x)` and x. Return (x, probs).
         x, probs = self.attention(x, mask, output_attentions, packing)
         x = self.output(self.intermediate(x), x)
         return x, probs

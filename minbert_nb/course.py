@@ -14,10 +14,10 @@ from typing import Callable, Iterable, Sequence
 # %% auto #0
 __all__ = ['SETUP_CELL', 'SST_LABELS', 'repo_url', 'setup_cell', 'Env', 'local_data_dir', 'colab_setup', 'check_badges',
            'check_setup_cells', 'ExerciseError', 'stub_source', 'make_exercises', 'exercise_notebooks', 'CellFailure',
-           'check_notebook', 'check_exercises', 'widgets_available', 'Live', 'live', 'attention_panel',
-           'check_prediction', 'plot_predictions', 'try_sentence_panel', 'conflict_table', 'plot_conflicts',
-           'conflict_viewer', 'sidebar_order', 'DocsError', 'stage_site', 'build_docs', 'local_mathjax_url',
-           'render_site', 'find_chromium', 'PageReport', 'check_page', 'check_site']
+           'check_notebook', 'check_exercises', 'Live', 'live', 'attention_panel', 'check_prediction',
+           'plot_predictions', 'try_sentence_panel', 'conflict_table', 'plot_conflicts', 'conflict_viewer',
+           'sidebar_order', 'DocsError', 'stage_site', 'build_docs', 'local_mathjax_url', 'render_site',
+           'find_chromium', 'PageReport', 'check_page', 'check_site', 'widgets_available']
 
 # %% ../nbs/14_course.ipynb #2809b7a0
 def _repo_root() -> Path:
@@ -288,14 +288,8 @@ def check_exercises(paths: Iterable, **kw) -> dict[str, list[CellFailure]]:
     return {Path(p).name: check_notebook(p, **kw) for p in paths}
 
 # %% ../nbs/14_course.ipynb #d7838679
-def widgets_available() -> bool:
-    "True in a live Jupyter or Colab kernel with ipywidgets; False under nbdev-test and the docs build (`IN_TEST`, `MINBERT_STATIC`) and in plain Python."
-    if os.environ.get("IN_TEST") or os.environ.get("MINBERT_STATIC"): return False
-    try:
-        import ipywidgets  # noqa: F401
-        from IPython import get_ipython
-    except ImportError: return False
-    return getattr(get_ipython(), "kernel", None) is not None
+from .attention import widgets_available  # defined in 01_attention, whose attention explorer is the first widget
+_all_ = ["widgets_available"]
 
 def _png(fig, dpi: int = 100) -> str:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")

@@ -106,6 +106,11 @@ class MultitaskBert(nn.Module):
 
     def task_forward(self, task: str, batch: dict, inputs_embeds: list[torch.Tensor] | None = None) -> torch.Tensor:
         "sst/nli: logits (B, K); para: a logit (B,); sts: a score (B,) on the [0, 1] scale of gold/5."
+        # `self._check(task)` first. The task's inputs are the batch-key suffixes `self._suffixes(task)`: ("",) or ("_a", "_b");
+        # encode each with `self._encode(batch, suffix, embeds, pooling)`, embeds = its entry of `inputs_embeds` (None if not given);
+        # pooling "cls" = the pooler output, "mean" = the masked mean of the tokens, (B, C) each.
+        # sts with cfg.sts_mode == "cosine": cosine_score(u, v) of the two "mean"-pooled vectors (no head).
+        # Otherwise pool with cfg.sst_pooling for sst, "cls" for the rest, and apply self.heads[task] to [u; v] (torch.cat on the last dim).
         self._check(task)
         sfx = self._suffixes(task)
         emb = inputs_embeds if inputs_embeds is not None else [None] * len(sfx)
@@ -118,6 +123,8 @@ class MultitaskBert(nn.Module):
 
     def task_loss(self, task: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
         "Cross-entropy (sst, nli), BCE on the logit (para), squared error against gold/5 (sts); in fp32."
+        # The labels are batch["labels"]: class ids (sst, nli), 0/1 (para), a gold score 0–5 (sts); `self.output_kind(task)` says which
+        # loss ("multiclass", "binary", "regression"). Compute on output.float(); mean over the batch.
         y, out = batch["labels"], output.float()
         kind = self.output_kind(task)
         if kind == "multiclass": return F.cross_entropy(out, y)

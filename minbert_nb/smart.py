@@ -101,6 +101,11 @@ def smart_term(forward_fn: Callable[[list[torch.Tensor]], torch.Tensor], # embed
                step: int = 0, # the training step, named in errors
               ) -> torch.Tensor:
     "ℓ_s(f(x + δ), f(x)) at the δ found by K projected, ∞-normalised ascent steps from noise (without μ)."
+    # Per input i: x_i = embeds[i].detach(), δ_i = _noise(x_i, cfg.sigma, generator) (ν ~ N(0, σ²I)); the ascent's reference is clean.detach().
+    # Repeat cfg.k times (m = 0 … k−1): ℓ = smart_divergence(forward_fn([x_i + δ_i]), reference, kind); g_i = ∂ℓ/∂δ_i (torch.autograd.grad,
+    # δ only); δ_i ← project_inf(δ_i + cfg.step_size·inf_normalize(g_i, cfg.norm), cfg.eps); then _check_finite(δ, task, step,
+    # f"non-finite perturbation δ after ascent step {m + 1}/{cfg.k} ..."). Finally return smart_divergence(forward_fn([embeds[i] + δ_i]),
+    # clean, kind) — the original embeds and `clean`, so that the gradient reaches θ — after _check_finite([term], task, step, ...).
     x = [e.detach() for e in embeds]                          # the ascent moves δ only
     delta = [_noise(e, cfg.sigma, generator) for e in x]      # δ_0 = ν
     ref = clean.detach()

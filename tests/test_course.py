@@ -1,12 +1,12 @@
 """Exercise notebooks end to end (stubs fail the checks, solutions pass), nbdev's handling of `#| exercise`,
 the live widgets behind their static fallbacks, and the Colab environment."""
-import json, os, shutil, subprocess, sys, warnings
+import json, os, re, shutil, subprocess, sys, warnings
 from pathlib import Path
 
 import pytest
 
 from minbert_nb import course
-from minbert_nb.course import (CellFailure, Live, check_badges, check_notebook, colab_setup, conflict_viewer,
+from minbert_nb.course import (CellFailure, Live, check_badges, check_notebook, check_setup_cells, colab_setup, conflict_viewer,
                                exercise_notebooks, make_exercises, attention_panel, try_sentence_panel, ExerciseError)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,18 +21,6 @@ def write_nb(path, *cells):
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(nb, indent=1))
     return path
-
-
-def mark_adamw_step(src_nb: Path, dest_nb: Path) -> Path:
-    "A copy of 03_optim with AdamW.step marked as an exercise, the way the lead marks the real notebook."
-    nb = json.loads(src_nb.read_text())
-    cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and "class AdamW(Optimizer)" in "".join(c["source"]))
-    src = "".join(cell["source"])
-    assert src.startswith("#| export\n")
-    cell["source"] = src.replace("#| export\n", "#| export\n#| exercise AdamW.step\n", 1)
-    dest_nb.parent.mkdir(parents=True, exist_ok=True)
-    dest_nb.write_text(json.dumps(nb, indent=1))
-    return dest_nb
 
 
 def test_synthetic_exercise_fails_with_stub_and_passes_with_solution(tmp_path):
@@ -58,29 +46,88 @@ def test_synthetic_exercise_fails_with_stub_and_passes_with_solution(tmp_path):
     assert not any(l.startswith("#| export") or l.startswith("#| default_exp") for c in s for l in c["source"].splitlines())
 
 
-def test_real_optim_notebook_exercise(tmp_path):
-    """03_optim with `#| exercise AdamW.step`: the student copy fails exactly the cells that step the optimiser."""
-    nb = mark_adamw_step(REPO / "nbs" / "03_optim.ipynb", tmp_path / "nbs" / "03_optim.ipynb")
-    assert exercise_notebooks(tmp_path / "nbs") == [nb]
+# What each marked notebook hands out, and the stubs a student's notebook must raise from its checks when left undone.
+EXERCISES = {
+    "01_attention": {"attention"},
+    "02_bert": {"BertEmbeddings.forward", "AddNorm.forward", "BertAttention.forward", "BertIntermediate.forward", "BertLayer.forward"},
+    "03_optim": {"AdamW.step"},
+    "05_heads": {"MultitaskBert.task_forward", "MultitaskBert.task_loss"},
+    "08_smart": {"smart_term"},
+    "09_pcgrad": {"pc_coefficients", "project_conflicting"},
+    "10_lora": {"LoRALinear.delta_weight", "LoRALinear.forward", "merge", "unmerge"},
+}
+RAISED = {"01_attention": {"attention"}, "02_bert": {"BertEmbeddings.forward", "BertAttention.forward", "BertLayer.forward"},
+          "03_optim": {"AdamW.step"}, "05_heads": {"MultitaskBert.task_forward"}, "08_smart": {"smart_term"},
+          "09_pcgrad": {"pc_coefficients", "project_conflicting"}, "10_lora": {"LoRALinear.delta_weight", "LoRALinear.forward", "merge"}}
+NEAR = 5  # a check fails at most this many cells after each exercise cell
+
+
+def stubbed(path) -> list[tuple[int, str]]:
+    "(cell index, name) of every stub in a student notebook."
+    cells = json.loads(Path(path).read_text())["cells"]
+    return [(i, m) for i, c in enumerate(cells) for m in re.findall(r'NotImplementedError\("Exercise: implement ([\w.]+)"\)', c["source"])]
+
+
+def test_marked_notebooks():
+    assert [p.stem for p in exercise_notebooks(REPO / "nbs")] == list(EXERCISES)
+
+
+def check_real_exercise(name, tmp_path):
+    "The student copy of a real notebook fails its checks right after each exercise, with the stubs' errors; the key passes."
+    nb = REPO / "nbs" / f"{name}.ipynb"
     student, = make_exercises([nb], tmp_path / "exercises")
     key, = make_exercises([nb], tmp_path / "key", solutions=True)
+    stubs = stubbed(student)
+    assert {n for _, n in stubs} == EXERCISES[name] and stubbed(key) == []
+    fails = check_notebook(student)
+    raised = {f.evalue.removeprefix("Exercise: implement ") for f in fails if f.ename == "NotImplementedError"}
+    assert raised == RAISED[name], fails
+    assert fails[0].ename == "NotImplementedError", fails[0]
+    for i, n in stubs:   # every exercise is followed closely by a check that fails while it is a stub
+        assert any(i < f.index <= i + NEAR for f in fails), (n, i, [f.index for f in fails])
+    assert check_notebook(key) == []
+    return student, fails
+
+
+def test_real_optim_notebook_exercise(tmp_path):
+    """03_optim, marked `#| exercise AdamW.step`: the student copy fails exactly the cells that step the optimiser."""
+    student, fails = check_real_exercise("03_optim", tmp_path)
     src = next(c["source"] for c in json.loads(student.read_text())["cells"] if "class AdamW" in c["source"])
     assert "def __init__(self, params: Iterable" in src and "if lr < 0" in src          # the constructor is given
-    assert '    @torch.no_grad()\n    def step(self, closure: Callable | None = None):\n        raise NotImplementedError("Exercise: implement AdamW.step")' in src
+    assert '    @torch.no_grad()\n    def step(self, closure: Callable | None = None):\n        "One update of each parameter' in src
+    assert "m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − αλθ − α_t·m/(√v + ε)" in src   # the instructions stay
+    assert src.rstrip().endswith('raise NotImplementedError("Exercise: implement AdamW.step")')
     assert "m.lerp_" not in src
-    fails = check_notebook(student)
-    assert fails and all(f.ename == "NotImplementedError" and f.evalue == "Exercise: implement AdamW.step" for f in fails), fails
+    assert all(f.ename == "NotImplementedError" and f.evalue == "Exercise: implement AdamW.step" for f in fails), fails
     assert {f.source.split("=")[0].strip() for f in fails} == {"diff, ours, ref", "w"}   # compare_adamw and the bias-correction check
-    assert check_notebook(key) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in EXERCISES if n != "03_optim"])
+def test_real_notebook_exercises(name, tmp_path):
+    """Each marked notebook (~5–45 s each on 2 cores, student copy and key): stubs fail their checks, solutions pass."""
+    check_real_exercise(name, tmp_path)
+
+
+def test_committed_exercises_up_to_date(tmp_path):
+    """`exercises/` is what `minbert exercises --out exercises` writes from nbs/ now: regenerate it with that command after editing a marked notebook."""
+    fresh = make_exercises(exercise_notebooks(REPO / "nbs"), tmp_path / "exercises", badge_dir="exercises")
+    committed = sorted((REPO / "exercises").glob("*.ipynb"))
+    assert [p.name for p in committed] == [p.name for p in fresh], "run `minbert exercises --out exercises`"
+    for new, old in zip(fresh, committed):
+        a, b = (json.loads(p.read_text())["cells"] for p in (new, old))
+        assert [(c["cell_type"], c["source"]) for c in a] == [(c["cell_type"], c["source"]) for c in b], \
+            f"exercises/{old.name} is out of date: run `minbert exercises --out exercises`"
+        assert all(not c.get("outputs") for c in b), f"exercises/{old.name} has outputs"
 
 
 def test_nbdev_ignores_the_exercise_directive(tmp_path):
-    """export, test and clean treat `#| exercise` as an unknown directive: same module, tests pass, marker kept."""
+    """export, test and clean treat `#| exercise` as an unknown directive: the committed module, tests pass, marker kept."""
     proj = tmp_path / "proj"
     (proj / "nbs").mkdir(parents=True)
     shutil.copy2(REPO / "pyproject.toml", proj)
     shutil.copytree(REPO / "minbert_nb", proj / "minbert_nb", ignore=shutil.ignore_patterns("__pycache__"))
-    nb = mark_adamw_step(REPO / "nbs" / "03_optim.ipynb", proj / "nbs" / "03_optim.ipynb")
+    nb = Path(shutil.copy2(REPO / "nbs" / "03_optim.ipynb", proj / "nbs" / "03_optim.ipynb"))   # marked `#| exercise AdamW.step`
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PYTHONPATH": str(proj)}
     run = lambda *a: subprocess.run([str(bindir / a[0]), *a[1:]], cwd=proj, env=env, capture_output=True, text=True, timeout=600)
@@ -100,6 +147,22 @@ def test_exercise_errors(tmp_path):
 
 def test_badges_on_every_numbered_notebook():
     assert check_badges(REPO / "nbs") == []
+
+
+def test_setup_cell_in_every_numbered_notebook():
+    """Each numbered notebook runs `setup_cell()` before importing minbert_nb (`python tools/add_setup_cells.py` adds it)."""
+    assert check_setup_cells(REPO / "nbs") == []
+    text = course.setup_cell()
+    for p in sorted((REPO / "nbs").glob("[0-9][0-9]_*.ipynb")):
+        assert any(c["cell_type"] == "code" and "".join(c["source"]) == text for c in json.loads(p.read_text())["cells"]), f"{p.name}: the setup cell is not current"
+
+
+def test_setup_cell_is_harmless_locally():
+    """Outside Colab the setup cell installs nothing and prints nothing: it only picks the device, model and data."""
+    r = subprocess.run([sys.executable, "-c", course.setup_cell() + "\nprint(repr(env))"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("Env(on_colab=False, ") and r.stdout.count("\n") == 1, r.stdout
 
 
 def test_colab_setup(monkeypatch, tmp_path):
@@ -155,6 +218,20 @@ def test_conflict_viewer_and_attention_panel_widgets(live_widgets, monkeypatch):
     assert (layer.max, head.max) == (2, 1)
     sent.value = "c d e"; layer.value = 1; sent.value = "a b"
     assert seen == ["a b", "c d e"]                        # computed once per sentence
+
+
+def test_attention_explorer(monkeypatch):
+    """02_bert's explorer: the static heatmap without a live kernel (nbdev-test, the docs site), the sliders in one."""
+    pytest.importorskip("ipywidgets")
+    import torch
+    from minbert_nb import attention
+    attns = [torch.full((1, 2, 3, 3), 1 / 3)] * 2
+    fig = attention.attention_explorer(attns, list("abc"))
+    assert type(fig).__name__ == "Figure" and fig.axes[0].get_title() == "layer 0, head 0"
+    monkeypatch.setattr(attention, "widgets_available", lambda: True)
+    w = attention.attention_explorer(attns, list("abc"))
+    layer, head = w.children[0].children
+    assert (layer.max, head.max) == (1, 1) and "application/vnd.jupyter.widget-view+json" in w._repr_mimebundle_()
 
 
 def test_static_where_no_kernel():
