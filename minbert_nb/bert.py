@@ -172,7 +172,8 @@ class BertModel(nn.Module):
         if self.skip_padding not in ("auto", "eager", "always", "never"):
             raise ValueError(f"BertModel.skip_padding must be 'auto', 'eager', 'always' or 'never', got {self.skip_padding!r}")
         fast = self.config.attn_impl == "sdpa" and not output_attentions and self.skip_padding != "never"
-        if self.skip_padding == "auto": fast = fast and attention_mask.device.type == "cpu"   # on a GPU the bookkeeping costs more than it saves
+        dev = attention_mask.device.type   # "auto": not under autocast on a GPU, where the bookkeeping costs more than it saves
+        if self.skip_padding == "auto" and dev != "cpu": fast = fast and not torch.is_autocast_enabled(dev)
         if not fast or (self.skip_padding in ("auto", "eager") and torch.compiler.is_compiling()):
             return padding_mask(attention_mask), None
         # the packing lays sentences out for attention itself (no mask needed); under torch.compile in
