@@ -154,7 +154,7 @@ def main(argv=None):
         print("PCGrad vs weighted sum (3 tasks):", flush=True)
         t = alternate({"weighted_sum": lambda: step(model, opt, ws, batches, amp, dev),
                        "pcgrad": lambda: step(model, opt, pc, batches, amp, dev)}, a.reps, a.warmup)
-        buf = pc.G.numel() * pc.G.element_size()
+        buf = len(pc.tasks) * pc.numel * shared[0].element_size()   # the rows at their most (within a step; freed by before_step)
         res["pcgrad"] = {**t, "buffer_bytes": buf, "shared_param_bytes": nbytes(shared), "param_bytes": nbytes(allp),
                          "buffer_over_param_bytes": buf / nbytes(allp), **mem}
         if rss:

@@ -209,17 +209,21 @@ def test_nonfinite_gradients_skip_surgery_and_say_so():
     assert not torch.isfinite(flat_grads(model.shared_parameters())).all()       # the scaler will see it and skip
 
 
-def test_buffer_memory_is_tasks_times_shared_bytes():
+def test_rows_live_only_within_a_step():
+    "Issue #5: at most T rows of the shared parameters' size, allocated at the backward passes and freed by before_step."
     model, bs = tiny(), batches(5)
     shared = model.shared_parameters()
     pc = PCGrad(shared, tasks=("sst", "para", "sts"))
     nbytes = sum(p.numel() * p.element_size() for p in shared)
-    assert pc.G.numel() * pc.G.element_size() == 3 * nbytes
+    assert pc.buffer_bytes == 0                                                  # nothing held before a step
     model.zero_grad(set_to_none=True)
-    pc.backward(losses_of(model, bs)); pc.before_step()
-    assert pc.G.numel() * pc.G.element_size() == 3 * nbytes                     # no growth once allocated
-    ptr = pc.G.untyped_storage().data_ptr()
-    assert all(p.grad.untyped_storage().data_ptr() == ptr for p in shared)       # the update lives in the buffer
+    pc.backward(losses_of(model, bs))
+    assert pc.buffer_bytes == 3 * nbytes                                         # one row per task...
+    assert all(p.grad is None for p in shared)                                   # ...and no other copy
+    pc.before_step()
+    assert pc.buffer_bytes == 0                                                  # the other rows are freed
+    ptr = shared[0].grad.untyped_storage().data_ptr()
+    assert all(p.grad.untyped_storage().data_ptr() == ptr for p in shared)       # the update lives in one row
     model.zero_grad(set_to_none=False)                                           # zeroing in place is fine too
     pc.backward(losses_of(model, bs)); st = pc.before_step()
     assert st["pcgrad/n_tasks"] == 3
