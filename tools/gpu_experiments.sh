@@ -14,4 +14,5 @@ for r in adv-lora-pcgrad adv pcgrad ours; do $X --rows $r > "$OUT/$r.log" 2>&1 &
 echo "phase 2: $(( $(date +%s) - T0 ))s"
 $X > "$OUT/table.log" 2>&1; echo "phase 3: $? $(( $(date +%s) - T0 ))s"
 cp /tmp/xq/results.json /tmp/xq/table.md /tmp/xq/chart.png "$OUT/" 2>/dev/null
-cat "$OUT/table.md"; tail -3 "$OUT"/*.log | tail -40
+cat "$OUT/table.md"
+(cd "$OUT" && tar czf logs.tgz *.log && rm -f *.log)   # the device tool returns at most 8 files
