@@ -162,6 +162,7 @@ class TrainResult:
     history: list                   # the metrics log rows
     interrupted: bool = False       # stopped by SIGINT / SIGTERM after checkpointing
     seconds: float = 0.0            # wall time of this call
+    timing: dict = field(default_factory=dict)   # seconds of this call spent outside the model's step: data, eval, checkpoint
 
 # %% ../nbs/06_train.ipynb #04cfd771
 @dataclass(frozen=True)
@@ -373,6 +374,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         scale = self.scaler.scale if self.scaler is not None else (lambda x: x)
         self.step, self.best, self.history, self._pending, self._stats = 0, {}, [], [], {}
+        self.timing = {"data": 0.0, "eval": 0.0, "checkpoint": 0.0}   # seconds outside the model's step (this session)
         if resume and (self.out/"last"/"trainer.json").exists(): self.load_state(self.out/"last")
         elif (self.out/"metrics.jsonl").exists() and self.dist.main: (self.out/"metrics.jsonl").unlink()
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -388,7 +390,9 @@ class Trainer:
                 for _ in range(c.accum_steps):
                     losses = {}
                     for task in self.schedule.tasks_for_step(self.step):
+                        t_data = time.perf_counter()
                         batch = self._to_device(next(self.streams[task]))
+                        self.timing["data"] += time.perf_counter() - t_data   # host time: sampling, collate, copy
                         with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                             out = self.model.task_forward(task, batch)
                             loss = self.model.task_loss(task, out, batch)
@@ -410,8 +414,11 @@ class Trainer:
                 end_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
                 do_eval = ((self.step % c.eval_every == 0) if c.eval_every else end_epoch) or self.step == self.total_steps
                 if self.step % c.log_every == 0 or do_eval or self._stop_signal: self._flush_losses(bar)
+                t_eval = time.perf_counter()
                 if do_eval: self._evaluate()
+                t_ckpt = time.perf_counter(); self.timing["eval"] += t_ckpt - t_eval
                 if self.step % c.checkpoint_every == 0 or do_eval or self._stop_signal: self.save_state()
+                self.timing["checkpoint"] += time.perf_counter() - t_ckpt
                 if self._stop_signal: interrupted = True; break
             self._flush_losses(bar)
         finally:
@@ -421,7 +428,7 @@ class Trainer:
             to_save = self.export(self.model) if self.export else self.model
             save_multitask(to_save, self.out, self.tokenizer, extra={"best_step": self.step, **self.run_info})
         if W > 1: dist.barrier(group=self._ctl)   # every file is written when fit returns, on every process
-        return TrainResult(self.step, self.best.get("metrics", {}), self.history, interrupted, time.time() - t0)
+        return TrainResult(self.step, self.best.get("metrics", {}), self.history, interrupted, time.time() - t0, dict(self.timing))
 
 # %% ../nbs/06_train.ipynb #7eba5b34
 def loss_trace(history: list) -> list[tuple[int, str, float]]:
