@@ -477,6 +477,8 @@ def stage_site(repo,  # the project root (pyproject.toml, nbs/, minbert_nb/)
     shutil.copy2(repo / "pyproject.toml", dest)
     shutil.copytree(repo / "nbs", dest / "nbs", ignore=ignore)
     shutil.copytree(repo / "minbert_nb", dest / "minbert_nb", ignore=ignore)
+    for extra in ("configs", "benchmarks"):   # what the notebooks read: run configs, committed results
+        if (repo / extra).is_dir(): shutil.copytree(repo / extra, dest / extra, ignore=ignore)
     if keep and (missing := keep - {p.stem for p in (dest / "nbs").glob("*.ipynb")}): raise FileNotFoundError(f"no such notebooks in {repo / 'nbs'}: {sorted(missing)}")
     (dest / "_stage.json").write_text(json.dumps({"all_notebooks": sorted(p.stem for p in (repo / "nbs").glob("*.ipynb"))}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(dest), os.environ.get("PYTHONPATH")) if p), "MPLBACKEND": "Agg", "MINBERT_STATIC": "1"}
