@@ -16,8 +16,9 @@ __all__ = ['SETUP_CELL', 'SST_LABELS', 'repo_url', 'setup_cell', 'Env', 'local_d
            'check_setup_cells', 'ExerciseError', 'stub_source', 'make_exercises', 'exercise_notebooks', 'CellFailure',
            'check_notebook', 'check_exercises', 'Live', 'live', 'attention_panel', 'check_prediction',
            'plot_predictions', 'try_sentence_panel', 'conflict_table', 'plot_conflicts', 'conflict_viewer',
-           'sidebar_order', 'DocsError', 'stage_site', 'build_docs', 'local_mathjax_url', 'render_site',
-           'find_chromium', 'PageReport', 'check_page', 'check_site', 'widgets_available']
+           'model_predictor', 'conflict_log', 'sidebar_order', 'DocsError', 'stage_site', 'build_docs',
+           'local_mathjax_url', 'render_site', 'find_chromium', 'PageReport', 'check_page', 'check_site',
+           'widgets_available']
 
 # %% ../nbs/14_course.ipynb #2809b7a0
 def _repo_root() -> Path:
@@ -430,6 +431,32 @@ def conflict_viewer(log: Sequence[dict]) -> Live:
         s.observe(draw, "value"); draw()
         return w.VBox([s, out])
     return live(widget, lambda: plot_conflicts(log))
+
+# %% ../nbs/14_course.ipynb #08c4ab5b
+def model_predictor(model, tok, max_len: int = 128) -> Callable[[str, str], dict]:
+    "A `MultitaskBert` → `predict(a, b)` for `try_sentence_panel`: SST class probabilities, P(paraphrase), STS score 0–5."
+    import torch
+    from minbert_nb.data import Example, TaskDataset, collate
+    dev = next(model.parameters()).device
+    def out(task, a, b):
+        mode = model.cfg.pair_mode(task)
+        ds = TaskDataset([Example("try", a, None if mode == "single" else b, None)], tok, task, mode, max_len=max_len)
+        batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in collate([ds[0]]).items()}
+        return model.task_forward(task, batch).float()[0]
+    @torch.no_grad()
+    def predict(a: str, b: str) -> dict:
+        model.eval()
+        return {"sst": torch.softmax(out("sst", a, None), -1).tolist(), "para": torch.sigmoid(out("para", a, b)).item(),
+                "sts": (5 * out("sts", a, b)).clamp(0, 5).item()}
+    return predict
+
+def conflict_log(history: Sequence[dict]) -> list[dict]:
+    "Rows of a `--pcgrad` run's `metrics.jsonl` → the viewer's rows `{'step': s, 'cos': {'a/b': cosine}}`."
+    rows = [{"step": r["step"], "cos": {k[len("pcgrad/cos/"):].replace("|", "/"): v for k, v in r.items() if k.startswith("pcgrad/cos/")}}
+            for r in history if "step" in r]
+    rows = [r for r in rows if r["cos"]]
+    if not rows: raise ValueError("no PCGrad cosines in this log: was the run trained with --pcgrad?")
+    return rows
 
 # %% ../nbs/14_course.ipynb #18ac4755
 def sidebar_order(nbs_dir) -> list[str]:
