@@ -3,9 +3,7 @@
 # (dense), and PCGrad's step and memory after its per-step buffers. Needs .whl/ carried; results in $OUT.
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=$PWD:/tmp/site
+source tools/gpu_setup.sh   # carried wheels, PYTHONPATH
 F="python3 -m minbert_nb.bench --device cuda --json --models base --batch-sizes 64 --dtypes fp32 --compile off --modes train --padding random --repeats 10 --warmup 3"
 for sp in auto never; do timeout 60 $F --skip-padding $sp --out "$OUT/fp32_$sp.json" >/dev/null 2>"$OUT/fp32_$sp.log"; echo "fp32 $sp: $?"; done
 timeout 60 python3 benchmarks/smart_pcgrad_bench.py --device cuda --amp bf16 --batch 32 --reps 10 --warmup 2 --only pcgrad > "$OUT/pcgrad.log" 2>&1; echo "pcgrad: $?"

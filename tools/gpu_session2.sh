@@ -4,9 +4,7 @@
 #   bash tools/gpu_session2.sh      (repo root of a lent GPU machine; .whl/ carried; results in $OUT)
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=$PWD:/tmp/site
+source tools/gpu_setup.sh   # carried wheels, PYTHONPATH
 B="python3 -m minbert_nb.bench --device cuda --json --models base --batch-sizes 64 --dtypes bf16"
 T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/machine.txt"
