@@ -6,17 +6,16 @@ Docs: https://minbert-nb.github.io/minbert-nb/attention.html.md"""
 
 # %% ../nbs/01_attention.ipynb #78d44c5a
 from __future__ import annotations
-import math, os
+import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from dataclasses import dataclass
-from fastcore.basics import patch
 from .config import BertConfig
+from .fastpath import Packing, fast_attention
+from .colab import live
 
 # %% auto #0
-__all__ = ['attention', 'padding_mask', 'sdpa_attention', 'MultiHeadSelfAttention', 'Packing', 'plot_attention',
-           'widgets_available', 'attention_explorer']
+__all__ = ['attention', 'padding_mask', 'sdpa_attention', 'MultiHeadSelfAttention', 'plot_attention', 'attention_explorer']
 
 # %% ../nbs/01_attention.ipynb #e59ad4e9
 def attention(q: torch.Tensor,   # (B, H, T, d) queries
@@ -64,91 +63,12 @@ class MultiHeadSelfAttention(nn.Module):
                 packing: Packing | None = None):
         "x: (B, T, C) → (context (B, T, C), probabilities (B, H, T, T) or None); with `packing`, x and context are (N, C) and `mask` is unused."
         p = self.p if self.training else 0.0
-        if not (output_attentions or self.impl == "eager"): return self.fast(x, mask, p, packing), None
+        if not (output_attentions or self.impl == "eager"): return fast_attention(self, x, mask, p, packing), None
         if packing is not None: raise ValueError("MultiHeadSelfAttention: a `packing` needs the sdpa path (attn_impl='sdpa', output_attentions=False)")
         B, T, C = x.shape
         q, k, v = self.split(self.query(x)), self.split(self.key(x)), self.split(self.value(x))  # (B, H, T, d)
         y, probs = attention(q, k, v, mask, p)
         return y.transpose(1, 2).reshape(B, T, C), probs  # (B, T, H·d)
-
-# %% ../nbs/01_attention.ipynb #2bd735eb
-@dataclass
-class Packing:
-    "Where the real tokens of a padded `(B, T)` batch sit, and how to lay them out for attention."
-    index: torch.Tensor    # (N,) flat positions b·T + t of the real tokens, in order
-    B: int
-    T: int
-    groups: list           # per group: (rows (b·l,) into the packed tokens, key mask (b, 1, 1, l) or None, b, l)
-    inverse: torch.Tensor  # (N,) where each packed token sits in the groups' concatenated outputs
-
-    @classmethod
-    @torch.compiler.disable   # host-side bookkeeping: torch.compile runs it as plain Python
-    def from_mask(cls, attention_mask: torch.Tensor,  # (B, T) 0/1
-                  groups: int = 4,                     # at most this many length groups; 1 = the whole (B, T) grid
-                 ) -> Packing | None:
-        "`None` when nothing is padded (then there is nothing to skip)."
-        B, T = attention_mask.shape
-        am = attention_mask.detach().to("cpu", torch.bool)  # the shapes below depend on it, so it is read on the host
-        lens = am.sum(1)                                     # (B,)
-        N = int(lens.sum())
-        if N == B * T: return None
-        start = lens.cumsum(0) - lens                        # (B,) first packed row of each sentence
-        if groups == 1: chunks, widths = [torch.arange(B)], [T]   # static shapes (what torch.compile wants)
-        else:
-            order = lens.argsort(descending=True, stable=True)
-            order = order[lens[order] > 0]                   # empty sentences take no part in attention
-            chunks = [c for c in order.tensor_split(min(groups, len(order))) if len(c)]
-            widths = [int(lens[c[0]]) for c in chunks]      # each group padded to its longest sentence
-        out, inverse, offset = [], torch.empty(N, dtype=torch.long), 0
-        for c, l in zip(chunks, widths):
-            j = torch.arange(l)
-            real = j[None] < lens[c][:, None]                # (b, l)
-            rows = torch.where(real, start[c][:, None] + j[None], 0)     # (b, l); row 0 fills padded slots
-            inverse[rows[real]] = (offset + torch.arange(len(c) * l).view(len(c), l))[real]
-            out.append((rows.reshape(-1), None if bool(real.all()) else real[:, None, None, :], len(c), l))
-            offset += len(c) * l
-        dev = attention_mask.device
-        return cls(am.reshape(-1).nonzero().squeeze(1).to(dev), B, T,
-                   [(r.to(dev), m if m is None else m.to(dev), b, l) for r, m, b, l in out], inverse.to(dev))
-
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        "(B, T, ...) → (N, ...): the real tokens only."
-        return x.reshape(self.B * self.T, *x.shape[2:]).index_select(0, self.index)
-
-    def pad(self, x: torch.Tensor) -> torch.Tensor:
-        "(N, ...) → (B, T, ...), zeros at the padding."
-        out = x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy(0, self.index, x)
-        return out.view(self.B, self.T, *x.shape[1:])
-
-# %% ../nbs/01_attention.ipynb #14bc7d24
-def _plain(m: nn.Module) -> bool:
-    "A bare `nn.Linear` with a bias and no hooks: safe to fuse with its siblings."
-    return type(m) is nn.Linear and m.bias is not None and not (m._forward_hooks or m._forward_pre_hooks)
-
-@patch
-def qkv(self: MultiHeadSelfAttention, x: torch.Tensor) -> torch.Tensor:
-    "[Q|K|V] = x [W^Q|W^K|W^V]ᵀ + b in one matmul: (..., C) → (..., 3C)."
-    lins = (self.query, self.key, self.value)
-    if not all(_plain(m) for m in lins): return torch.cat([m(x) for m in lins], dim=-1)  # wrapped (e.g. LoRA): as modules
-    return F.linear(x, torch.cat([m.weight for m in lins]), torch.cat([m.bias for m in lins]))
-
-@patch
-def sdpa_heads(self: MultiHeadSelfAttention, qkv: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
-    "(B, T, 3C) projections → (B, T, C) context, through PyTorch's fused kernel."
-    B, T, C3 = qkv.shape
-    q, k, v = qkv.view(B, T, 3, self.n_head, C3 // (3 * self.n_head)).permute(2, 0, 3, 1, 4)  # 3 × (B, H, T, d)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)          # (B, H, T, d)
-    return y.transpose(1, 2).reshape(B, T, C3 // 3)          # (B, T, C)
-
-@patch
-def fast(self: MultiHeadSelfAttention, x: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0,
-         packing: Packing | None = None) -> torch.Tensor:
-    "The speed path: fused Q|K|V, SDPA; x and the result are (B, T, C), or (N, C) real tokens with `packing`."
-    qkv = self.qkv(x)                                        # (B, T, 3C) or (N, 3C)
-    if packing is None: return self.sdpa_heads(qkv, mask, dropout_p)
-    ys = [self.sdpa_heads(qkv.index_select(0, rows).view(b, l, -1), m, dropout_p).reshape(b * l, -1)
-          for rows, m, b, l in packing.groups]               # per group: (b, l, 3C) → (b·l, C)
-    return torch.cat(ys).index_select(0, packing.inverse)    # (N, C), back in packed order
 
 # %% ../nbs/01_attention.ipynb #bca541d7
 def plot_attention(probs: torch.Tensor,   # (T, S) one head's probabilities
@@ -164,30 +84,16 @@ def plot_attention(probs: torch.Tensor,   # (T, S) one head's probabilities
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04); fig.tight_layout()
     return fig
 
-def widgets_available() -> bool:
-    "True in a live Jupyter or Colab kernel with ipywidgets; False under nbdev-test and the docs build (`IN_TEST`, `MINBERT_STATIC`) and in plain Python."
-    if os.environ.get("IN_TEST") or os.environ.get("MINBERT_STATIC"): return False
-    try:
-        import ipywidgets  # noqa: F401
-        from IPython import get_ipython
-    except ImportError: return False
-    return getattr(get_ipython(), "kernel", None) is not None
-
-def attention_explorer(attentions, tokens: list[str]):
-    "An ipywidgets layer/head picker over per-layer attentions [(1, H, T, T)]; a static plot of layer 0, head 0 where widgets cannot render."
-    import matplotlib.pyplot as plt
-    if not widgets_available():   # nbdev-test, the docs site, plain Python: a widget there would be a blank output
-        fig = plot_attention(attentions[0][0, 0], tokens, "layer 0, head 0"); plt.close(fig)  # shown once, as the cell's value
-        return fig
-    import ipywidgets as w
-    from IPython.display import display
-    L, H = len(attentions), attentions[0].shape[1]
-    out = w.Output()
-    layer, head = w.IntSlider(0, 0, L - 1, description="layer"), w.IntSlider(0, 0, H - 1, description="head")
-    def draw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = plot_attention(attentions[layer.value][0, head.value], tokens, f"layer {layer.value}, head {head.value}")
-            display(fig); plt.close(fig)
-    layer.observe(draw, "value"); head.observe(draw, "value"); draw()
-    return w.VBox([w.HBox([layer, head]), out])
+def attention_explorer(attentions, # per layer: (1, H, T, T) probabilities
+                       tokens: list[str]):
+    "A layer / head picker over a sentence's attentions; the heatmap of layer 0, head 0 where widgets cannot render."
+    def plot(l=0, h=0): return plot_attention(attentions[l][0, h], tokens, f"layer {l}, head {h}")
+    def widget():
+        import ipywidgets as w
+        from minbert_nb.colab import redraw
+        L, H = len(attentions), attentions[0].shape[1]
+        layer, head, out = w.IntSlider(0, 0, L - 1, description="layer"), w.IntSlider(0, 0, H - 1, description="head"), w.Output()
+        draw = lambda *_: redraw(out, lambda: plot(layer.value, head.value))
+        layer.observe(draw, "value"); head.observe(draw, "value"); draw()
+        return w.VBox([w.HBox([layer, head]), out])
+    return live(widget, plot)

@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/bert.html.md"""
 
 # %% ../nbs/02_bert.ipynb #21c8ca13
 from __future__ import annotations
-import json, os, tempfile, warnings
+import pickle
 from dataclasses import dataclass, replace
 from fastcore.basics import patch
 from pathlib import Path
@@ -14,15 +14,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from .config import BertConfig, ConfigError, load_config, config_to_dict, resolve_model
-from .attention import MultiHeadSelfAttention, Packing, padding_mask
+from .config import BertConfig, load_config, config_to_dict, resolve_model
+from .attention import MultiHeadSelfAttention
+from .fastpath import masks_for
+from .checkpoint import CheckpointError, read_tensors, save_json, save_tensors
 
 # %% auto #0
 __all__ = ['BertEmbeddings', 'AddNorm', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder', 'BertPooler',
-           'BertOutput', 'BertModel', 'CheckpointError', 'normalize_key', 'read_state_dict', 'check_state_dict',
-           'save_json', 'save_tensors', 'load_tokenizer', 'mean_pool', 'encode', 'sentence_attentions']
+           'BertOutput', 'BertModel', 'normalize_key', 'read_state_dict', 'check_state_dict', 'load_tokenizer',
+           'mean_pool', 'encode', 'sentence_attentions']
 
 # %% ../nbs/02_bert.ipynb #5bade5ef
 class BertEmbeddings(nn.Module):
@@ -143,7 +144,6 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(cfg)
         self.encoder = BertEncoder(cfg)
         self.pooler = BertPooler(cfg)
-        self.skip_padding = "auto"   # run position-wise layers on real tokens only: "auto", "eager", "always" or "never" (see below)
         self.apply(self._init_weights)
 
     def _init_weights(self, m):
@@ -160,30 +160,14 @@ class BertModel(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
                 output_hidden_states=False, output_attentions=False) -> BertOutput:
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds)              # (B, T, C)
-        mask, packing = self.masks(attention_mask, output_attentions)             # (B, 1, 1, T), Packing or None
+        fast = self.config.attn_impl == "sdpa" and not output_attentions
+        mask, packing = masks_for(attention_mask, self.config.skip_padding, fast)  # (B, 1, 1, T) or a Packing
         if packing is not None: x = packing.unpad(x)                               # (N, C) real tokens
         h, hidden, attns = self.encoder(x, mask, output_hidden_states, output_attentions, packing)
         if packing is not None: h = packing.pad(h)                                 # (B, T, C), zeros at padding
         return BertOutput(h, self.pooler(h), hidden, attns)
 
-    def masks(self, attention_mask, output_attentions=False):
-        "(key mask (B, 1, 1, T), None) on the padded path; (None, `Packing` of the real tokens) on the fast one."
-        if attention_mask is None: return None, None
-        if self.skip_padding not in ("auto", "eager", "always", "never"):
-            raise ValueError(f"BertModel.skip_padding must be 'auto', 'eager', 'always' or 'never', got {self.skip_padding!r}")
-        fast = self.config.attn_impl == "sdpa" and not output_attentions and self.skip_padding != "never"
-        dev = attention_mask.device.type   # "auto": not under autocast on a GPU, where the bookkeeping costs more than it saves
-        if self.skip_padding == "auto" and dev != "cpu": fast = fast and not torch.is_autocast_enabled(dev)
-        if not fast or (self.skip_padding in ("auto", "eager") and torch.compiler.is_compiling()):
-            return padding_mask(attention_mask), None
-        # the packing lays sentences out for attention itself (no mask needed); under torch.compile in
-        # the batch's own (B, T) grid, so that only N, the number of real tokens, changes between batches
-        return None, Packing.from_mask(attention_mask, groups=1 if torch.compiler.is_compiling() else 4)  # None, None if nothing is padded
-
 # %% ../nbs/02_bert.ipynb #0bbae591
-class CheckpointError(ValueError):
-    "A checkpoint folder or file does not hold what the model needs."
-
 _IGNORED_PREFIXES = ("cls.", "embeddings.position_ids", "qa_outputs.", "classifier.")
 
 def normalize_key(k: str) -> str:
@@ -191,12 +175,21 @@ def normalize_key(k: str) -> str:
     if k.startswith("bert."): k = k[5:]
     return k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
 
+def _load_bin(pt: Path) -> dict:
+    "A `pytorch_model.bin` read with `weights_only=True`: plain tensors only; anything else is refused, saying what."
+    try: return torch.load(pt, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as e:
+        what = next((l.strip() for l in str(e).splitlines() if "Unsupported" in l or "GLOBAL" in l), type(e).__name__)
+        raise CheckpointError(f"{pt}: refused: the file is not plain tensors ({what}). Loading it would run code or "
+                              "build objects that a checkpoint never needs. Use the publisher's model.safetensors, "
+                              "or convert the file with a tool you trust.") from None
+
 def read_state_dict(folder) -> dict[str, torch.Tensor]:
-    "All tensors of a checkpoint folder: `model.safetensors` first; `pytorch_model.bin` only with `weights_only=True`."
+    "All tensors of a checkpoint folder: `model.safetensors` first; `pytorch_model.bin` only as plain tensors."
     folder = Path(folder)
     st, pt = folder/"model.safetensors", folder/"pytorch_model.bin"
-    if st.exists(): return load_file(str(st))
-    if pt.exists(): return torch.load(pt, map_location="cpu", weights_only=True)
+    if st.exists(): return read_tensors(st)
+    if pt.exists(): return _load_bin(pt)
     raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
 def check_state_dict(model: nn.Module, sd: dict, source: str) -> dict:
@@ -215,44 +208,14 @@ def check_state_dict(model: nn.Module, sd: dict, source: str) -> dict:
     if problems: raise CheckpointError(f"{source}: " + " | ".join(problems))
     return sd
 
-# %% ../nbs/02_bert.ipynb #36da4806
-def _atomic_write(path: Path, write):
-    "Write through a temporary file in the same folder, then rename: a crash never leaves half a file."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        mask = os.umask(0); os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)          # mkstemp makes 0600; a checkpoint gets the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
-def save_json(obj, path):
-    "JSON, atomically."
-    _atomic_write(Path(path), lambda t: Path(t).write_text(json.dumps(obj, indent=2), encoding="utf-8"))
-
-def save_tensors(tensors: dict, path, metadata: dict | None = None):
-    "safetensors, atomically (tensors made contiguous and unshared)."
-    t = {k: v.detach().contiguous().clone() if v.data_ptr() in _shared(tensors) else v.detach().contiguous() for k, v in tensors.items()}
-    _atomic_write(Path(path), lambda p: save_file(t, p, metadata=metadata))
-
-def _shared(tensors):
-    seen, dup = set(), set()
-    for v in tensors.values():
-        (dup if v.data_ptr() in seen else seen).add(v.data_ptr())
-    return dup
-
 # %% ../nbs/02_bert.ipynb #625d95b9
 @patch(cls_method=True)
 @torch.no_grad()
-def from_pretrained(cls: BertModel, name_or_dir=None, attn_impl: str | None = None):
-    "Load a Hub id, a local HF folder, or `minilm` (the offline default), strictly; in eval mode."
+def from_pretrained(cls: BertModel, name_or_dir=None, **runtime):
+    "Load a Hub id, a local HF folder, or `minilm` (the offline default), strictly; in eval mode. `runtime`: `attn_impl`, `skip_padding`."
     folder = resolve_model(name_or_dir)
     if not (folder/"config.json").exists(): raise CheckpointError(f"{folder}: no config.json; expected a Hugging Face BERT checkpoint folder")
-    cfg = load_config(folder)
-    if attn_impl is not None: cfg = replace(cfg, attn_impl=attn_impl)
+    cfg = replace(load_config(folder), **{k: v for k, v in runtime.items() if v is not None})
     model = cls(cfg)
     sd = check_state_dict(model, read_state_dict(folder), str(folder))
     model.load_state_dict(sd, strict=True)

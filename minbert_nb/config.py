@@ -1,4 +1,4 @@
-"""`BertConfig` read from a Hugging Face `config.json`, tiny presets for tests, seeding and device helpers.
+"""`BertConfig` read from a Hugging Face `config.json`, typed and validated run settings, seeds, and the choice of device and precision.
 
 Docs: https://minbert-nb.github.io/minbert-nb/config.html.md"""
 
@@ -6,22 +6,95 @@ Docs: https://minbert-nb.github.io/minbert-nb/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #4de04ec7
 from __future__ import annotations
-import json, os, random
+import dataclasses, json, math, os, random, types, typing
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['REQUIRED_KEYS', 'PRESETS', 'OFFLINE_MODEL', 'ConfigError', 'BertConfig', 'config_from_dict', 'load_config',
-           'config_to_dict', 'read_yaml', 'preset', 'seed_everything', 'pick_device', 'offline_model_dir',
-           'resolve_model']
+__all__ = ['REQUIRED_KEYS', 'PRESETS', 'DEVICES', 'OFFLINE_MODEL', 'ConfigError', 'coerce', 'check_fields', 'check_range',
+           'build', 'BertConfig', 'config_from_dict', 'load_config', 'config_to_dict', 'read_yaml', 'preset',
+           'seed_everything', 'pick_device', 'pick_amp', 'offline_model_dir', 'resolve_model']
 
 # %% ../nbs/00_config.ipynb #d0cd3d18
 class ConfigError(ValueError):
     "A configuration file or argument is missing a key or has a value of the wrong kind."
+
+# %% ../nbs/00_config.ipynb #a1c0e002
+def _name(tp) -> str:
+    "How a type reads in an error message."
+    o, a = typing.get_origin(tp), typing.get_args(tp)
+    if o is Literal: return "one of " + ", ".join(map(repr, a))
+    if o in (Union, types.UnionType): return " or ".join("null" if x is type(None) else _name(x) for x in a)
+    if o is tuple: return "a list"
+    if dataclasses.is_dataclass(tp): return "a mapping of keys"
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+def coerce(tp, v, key: str):
+    "`v` as a value of type `tp`, or a `ConfigError` naming `key`; nested dataclasses are built from mappings."
+    o, a = typing.get_origin(tp), typing.get_args(tp)
+    bad = ConfigError(f"{key} must be {_name(tp)}, got {v!r}")
+    if tp is Any: return v
+    if o in (Union, types.UnionType):
+        if v is None and type(None) in a: return None
+        for x in (x for x in a if x is not type(None)):
+            try: return coerce(x, v, key)
+            except ConfigError as e: err = e
+        raise err if len(a) == 2 and type(None) in a else bad
+    if o is Literal:
+        if v in a: return v
+        raise bad
+    if tp is bool:
+        if isinstance(v, bool): return v
+        raise bad
+    if tp is int:
+        if isinstance(v, int) and not isinstance(v, bool): return v
+        raise bad
+    if tp is float:
+        if isinstance(v, str):
+            try: v = float(v)
+            except ValueError: raise bad from None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v): return float(v)
+        raise bad
+    if tp is str:
+        if isinstance(v, str): return v
+        raise bad
+    if o is tuple:
+        if isinstance(v, dict): v = list(v.items())        # loss_weights: {sts: 2} → (("sts", 2.0),)
+        if not isinstance(v, (list, tuple)): raise bad
+        if len(a) == 2 and a[1] is Ellipsis: return tuple(coerce(a[0], x, f"{key}[{i}]") for i, x in enumerate(v))
+        if len(v) != len(a): raise ConfigError(f"{key} must have {len(a)} items, got {v!r}")
+        return tuple(coerce(t, x, f"{key}[{i}]") for i, (t, x) in enumerate(zip(a, v)))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(v, tp): return v
+        if isinstance(v, dict): return build(tp, v, key)
+        raise bad
+    return v
+
+# %% ../nbs/00_config.ipynb #a1c0e003
+def check_fields(obj):
+    "Coerce and check every field of a (frozen) dataclass against its annotation; call it from `__post_init__`."
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        v = coerce(hints[f.name], getattr(obj, f.name), f.name)
+        object.__setattr__(obj, f.name, v)
+
+def check_range(obj, name: str, ok: bool, accepted: str):
+    "A `ConfigError` '`name` must be `accepted`, got …' unless `ok`."
+    if not ok: raise ConfigError(f"{name} must be {accepted}, got {getattr(obj, name)!r}")
+
+def build(cls, d: dict, where: str = ""):
+    "A `cls` from a mapping (YAML, flags): unknown keys and bad values raise a `ConfigError` naming `where.key`."
+    pre = f"{where}." if where else ""
+    if not isinstance(d, dict): raise ConfigError(f"{where or cls.__name__} must be a mapping of keys, got {d!r}")
+    names = {f.name for f in fields(cls) if f.init}
+    if bad := [k for k in d if k not in names]:
+        raise ConfigError(f"{pre}{bad[0]}: unknown key; {where or cls.__name__} takes {', '.join(sorted(names))}")
+    try: return cls(**d)
+    except ConfigError as e: raise ConfigError(pre + str(e)) from None
 
 # %% ../nbs/00_config.ipynb #c336613a
 @dataclass(frozen=True)
@@ -41,12 +114,12 @@ class BertConfig:
     pad_token_id: int = 0
     initializer_range: float = 0.02       # std of the normal init of fresh weights
     attn_impl: Literal["sdpa", "eager"] = "sdpa"  # fused kernel, or the written-out one (returns probabilities)
+    skip_padding: Literal["auto", "eager", "always", "never"] = "auto"  # run on real tokens only (engineering/00_fastpath)
 
     def __post_init__(self):
+        check_fields(self)
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}")
-        if self.attn_impl not in ("sdpa", "eager"):
-            raise ConfigError(f"attn_impl must be 'sdpa' or 'eager', got {self.attn_impl!r}")
         if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
             raise ConfigError(f"hidden_act={self.hidden_act!r} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")
 
@@ -56,6 +129,7 @@ class BertConfig:
 # %% ../nbs/00_config.ipynb #572fec8f
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 _BERT_TYPES = ("bert",)
+_RUNTIME = ("attn_impl", "skip_padding")   # how to run the model: not part of a checkpoint
 
 def config_from_dict(d: dict, source: str = "<dict>") -> BertConfig:
     "Build a `BertConfig` from a `config.json`-style dict; `source` names the file in errors."
@@ -66,7 +140,7 @@ def config_from_dict(d: dict, source: str = "<dict>") -> BertConfig:
     if missing: raise ConfigError(f"{source}: missing key(s) {', '.join(missing)}; a BERT config.json needs {', '.join(REQUIRED_KEYS)}")
     pet = d.get("position_embedding_type", "absolute")
     if pet != "absolute": raise ConfigError(f"{source}: position_embedding_type={pet!r}; only 'absolute' is supported")
-    names = {f.name for f in fields(BertConfig)}
+    names = {f.name for f in fields(BertConfig)} - set(_RUNTIME)
     kw = {k: v for k, v in d.items() if k in names}
     for k in REQUIRED_KEYS:
         if not isinstance(kw[k], int) or kw[k] <= 0: raise ConfigError(f"{source}: {k} must be a positive integer, got {kw[k]!r}")
@@ -85,7 +159,7 @@ def load_config(path) -> BertConfig:
 
 def config_to_dict(cfg: BertConfig) -> dict:
     "The `config.json` that `transformers.BertModel` reads."
-    d = {k: v for k, v in asdict(cfg).items() if k != "attn_impl"}
+    d = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME}
     return {"architectures": ["BertModel"], "model_type": "bert", "position_embedding_type": "absolute", **d}
 
 def read_yaml(path) -> dict:
@@ -117,15 +191,31 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
+DEVICES = ("auto", "cpu", "cuda", "mps")   # and cuda:N
+
 def pick_device(pref: str = "auto") -> torch.device:
     "`auto` takes CUDA, then Apple MPS, then the CPU; otherwise the named device, checked."
     if pref == "auto":
         if torch.cuda.is_available(): return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(pref)
+    if pref.split(":")[0] not in DEVICES[1:]: raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {pref!r}")
+    try: dev = torch.device(pref)
+    except RuntimeError: raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {pref!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available(): raise ConfigError(f"device {pref!r} asked for, but CUDA is not available here")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {pref!r} asked for, but Apple MPS is not available here")
     return dev
+
+def pick_amp(amp: Literal["auto", "off", "bf16", "fp16"], device) -> tuple[torch.dtype | None, bool]:
+    "(autocast dtype or None, whether a `GradScaler` is needed) for the setting `amp` on `device`."
+    dev = torch.device(device)
+    if amp not in ("auto", "off", "bf16", "fp16"): raise ConfigError(f"amp must be one of auto, off, bf16, fp16, got {amp!r}")
+    if amp == "off" or (amp == "auto" and dev.type != "cuda"): return None, False
+    if amp == "bf16": return torch.bfloat16, False
+    if amp == "fp16": return torch.float16, dev.type == "cuda"
+    major, _ = torch.cuda.get_device_capability(dev)       # auto on a GPU: bf16 only where it is native
+    return (torch.bfloat16, False) if major >= 8 else (torch.float16, True)
 
 # %% ../nbs/00_config.ipynb #6478f609
 OFFLINE_MODEL = "minilm"  # the name that stands for the bundled offline checkpoint
@@ -137,11 +227,12 @@ def offline_model_dir() -> Path:
     return Path(g.get_model_path())
 
 def resolve_model(name_or_dir: str | os.PathLike | None = None) -> Path:
-    "A local folder for `name_or_dir`: `minilm`/None → the offline checkpoint, a folder → itself, else a Hub id, downloaded."
+    "A local folder for `name_or_dir`: `minilm`/None → the offline checkpoint, a folder → itself (a run folder → its `best/`), else a Hub id, downloaded."
     if name_or_dir is None or str(name_or_dir) == OFFLINE_MODEL: return offline_model_dir()
     p = Path(name_or_dir).expanduser()
     if p.exists():
         if not p.is_dir(): raise FileNotFoundError(f"{p}: expected a checkpoint folder (config.json + model.safetensors), got a file")
+        if not (p/"config.json").exists() and (p/"best"/"config.json").exists(): return p/"best"
         return p
     s = str(name_or_dir)
     if s.startswith((".", "/", "~")) or s.count("/") > 1:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .bert import save_tensors
+from .checkpoint import save_tensors
 
 # %% auto #0
 __all__ = ['TASKS', 'PAIR_TASKS', 'NLI_LABELS', 'SPECS', 'NLI_DEV_FRACTION', 'NLI_SPLIT_SEED', 'TASK_FILES', 'SAMPLE_WARNING',
@@ -423,6 +423,10 @@ class TaskDataset(Dataset):
         o = self.arrays["off_a"]
         tt = self.arrays["tt_a"][o[i]:o[i + 1]] if "tt_a" in self.arrays else np.zeros_like(ids)
         return item | {"input_ids": ids, "token_type_ids": tt}
+
+    def batch(self, indices: Sequence[int], key: tuple = ()) -> dict:
+        "The items `indices`, collated and padded (`key`, the batch's place in a stream, is for datasets that draw per batch)."
+        return collate([self[i] for i in indices], self.pad_id)
 
 # %% ../nbs/04_data.ipynb #ae6be9d8
 def _pad(seqs: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,30 +6,38 @@ Docs: https://minbert-nb.github.io/minbert-nb/heads.html.md"""
 
 # %% ../nbs/05_heads.ipynb #2aa40810
 from __future__ import annotations
-import json
-from dataclasses import dataclass, asdict, replace
+import importlib
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
-from .config import ConfigError
-from .bert import BertModel, mean_pool, save_tensors, save_json, CheckpointError
+from .config import ConfigError, check_fields, check_range, build
+from .bert import BertModel, mean_pool
+from .checkpoint import CheckpointError, check_folder, read_json, read_tensors, save_json, save_tensors
 
 # %% auto #0
-__all__ = ['TASK_NAMES', 'OutputKind', 'HeadsConfig', 'LinearHead', 'cosine_score', 'MultitaskBert', 'save_multitask',
+__all__ = ['OutputKind', 'TASK_TYPES', 'TASK_MODULES', 'task_type', 'HeadsConfig', 'LinearHead', 'cosine_score', 'MultitaskBert',
+           'Task', 'Sentiment', 'Paraphrase', 'Similarity', 'Entailment', 'save_multitask', 'checkpoint_folder',
            'load_multitask']
 
 # %% ../nbs/05_heads.ipynb #1f3c9b73
-TASK_NAMES = ("sst", "para", "sts", "nli")
 OutputKind = Literal["multiclass", "binary", "regression"]
+TASK_TYPES: dict[str, type] = {}                 # task name → `Task` subclass (filled in below and by later lessons)
+TASK_MODULES = {"mlm": "minbert_nb.pretrain"}    # tasks defined by a later lesson: where to find them
+
+def task_type(name: str) -> type:
+    "The `Task` class of a task name; imports the lesson that defines it if needed."
+    if name not in TASK_TYPES and name in TASK_MODULES: importlib.import_module(TASK_MODULES[name])
+    if name not in TASK_TYPES: raise ConfigError(f"unknown task {name!r}; tasks are {', '.join(sorted(set(TASK_TYPES) | set(TASK_MODULES)))}")
+    return TASK_TYPES[name]
 
 @dataclass(frozen=True)
 class HeadsConfig:
-    "Which heads, and how each pools the encoder."
+    "Which heads, and how each reads the encoder."
     tasks: tuple[str, ...] = ("sst", "para", "sts")
     sst_pooling: Literal["cls", "mean"] = "cls"          # BERT's pooler on [CLS], or the masked mean of tokens
     para_mode: Literal["siamese", "cross"] = "cross"      # bi-encoder [u; v] → linear (the report), or cross-encoder
@@ -39,17 +47,17 @@ class HeadsConfig:
     n_nli: int = 3                                        # entailment / neutral / contradiction
 
     def __post_init__(self):
-        bad = [t for t in self.tasks if t not in TASK_NAMES]
-        if bad: raise ConfigError(f"unknown task(s) {bad}; tasks are {', '.join(TASK_NAMES)}")
-        for k, ok in (("sst_pooling", ("cls", "mean")), ("para_mode", ("siamese", "cross")), ("sts_mode", ("cosine", "cross"))):
-            if getattr(self, k) not in ok: raise ConfigError(f"{k} must be one of {ok}, got {getattr(self, k)!r}")
+        check_fields(self)
+        check_range(self, "tasks", len(self.tasks) > 0 and len(set(self.tasks)) == len(self.tasks), "a non-empty list of distinct task names")
+        for t in self.tasks:
+            try: task_type(t)
+            except ConfigError as e: raise ConfigError(f"tasks: {e}") from None
+        check_range(self, "dropout", 0 <= self.dropout < 1, "in [0, 1)")
+        check_range(self, "n_sst", self.n_sst >= 2, ">= 2"); check_range(self, "n_nli", self.n_nli >= 2, ">= 2")
 
     def pair_mode(self, task: str) -> Literal["single", "siamese", "cross"]:
         "How the data loader must encode the task's inputs."
-        if task == "sst": return "single"
-        if task == "para": return self.para_mode
-        if task == "sts": return "siamese" if self.sts_mode == "cosine" else "cross"
-        return "cross"  # nli: premise and hypothesis together
+        return task_type(task)(task, self).pair_mode()
 
 # %% ../nbs/05_heads.ipynb #31aeae20
 class LinearHead(nn.Module):
@@ -72,73 +80,119 @@ def _inputs(batch: dict, suffix: str = "") -> tuple:
 
 class MultitaskBert(nn.Module):
     "A shared `BertModel` with one head per task."
-    def __init__(self, bert: BertModel, cfg: HeadsConfig = HeadsConfig()):
+    def __init__(self, bert: BertModel, cfg: HeadsConfig | None = None):   # default: HeadsConfig()
         super().__init__()
+        cfg = cfg or HeadsConfig()
         self.bert, self.cfg = bert, cfg
-        C, p = bert.config.hidden_size, cfg.dropout
-        heads = {}
-        if "sst" in cfg.tasks: heads["sst"] = LinearHead(C, cfg.n_sst, p)
-        if "para" in cfg.tasks: heads["para"] = LinearHead(2 * C if cfg.para_mode == "siamese" else C, 1, p)
-        if "sts" in cfg.tasks and cfg.sts_mode == "cross": heads["sts"] = LinearHead(C, 1, p)
-        if "nli" in cfg.tasks: heads["nli"] = LinearHead(C, cfg.n_nli, p)
+        self.tasks = {t: task_type(t)(t, cfg) for t in cfg.tasks}
+        heads = {t: h for t, task in self.tasks.items() if (h := task.head(self)) is not None}
         self.heads = nn.ModuleDict(heads)
-
-    def output_kind(self, task: str) -> OutputKind:
-        return {"sst": "multiclass", "nli": "multiclass", "para": "binary", "sts": "regression"}[task]
 
     def shared_parameters(self) -> list[nn.Parameter]: return list(self.bert.parameters())
     def head_parameters(self) -> list[nn.Parameter]: return list(self.heads.parameters())
 
-    def _check(self, task):
-        if task not in self.cfg.tasks: raise ConfigError(f"task {task!r} has no head in this model (tasks: {', '.join(self.cfg.tasks)})")
+    def task(self, name: str):
+        "The `Task` object of `name`; a `ConfigError` when the model has no head for it."
+        if name not in self.tasks: raise ConfigError(f"task {name!r} has no head in this model (tasks: {', '.join(self.cfg.tasks)})")
+        return self.tasks[name]
 
-    def _suffixes(self, task): return ("_a", "_b") if self.cfg.pair_mode(task) == "siamese" else ("",)
+    def _suffixes(self, task: str) -> tuple[str, ...]:
+        return ("_a", "_b") if self.task(task).pair_mode() == "siamese" else ("",)
 
     def task_embeds(self, task: str, batch: dict) -> list[torch.Tensor]:
         "Word embeddings (B, T, C) of each encoder input of the task."
-        self._check(task)
         return [self.bert.embeddings.word_embeddings(batch["input_ids" + s]) for s in self._suffixes(task)]
 
-    def _encode(self, batch, suffix, embeds=None, pooling="cls"):
-        ids, am, tt = _inputs(batch, suffix)
-        o = self.bert(ids, am, tt, inputs_embeds=embeds)
-        return o.pooler_output if pooling == "cls" else mean_pool(o.last_hidden_state, am)
+    def pooled(self, task: str, batch: dict, embeds: list | None = None, pooling: str = "cls") -> list[torch.Tensor]:
+        "One (B, C) vector per encoder input of the task: BERT's pooler on [CLS] (`cls`) or the masked mean (`mean`)."
+        sfx = self._suffixes(task)
+        out = []
+        for s, e in zip(sfx, embeds or [None] * len(sfx)):
+            ids, am, tt = _inputs(batch, s)
+            o = self.bert(ids, am, tt, inputs_embeds=e)
+            out.append(o.pooler_output if pooling == "cls" else mean_pool(o.last_hidden_state, am))
+        return out
 
     def task_forward(self, task: str, batch: dict, inputs_embeds: list[torch.Tensor] | None = None) -> torch.Tensor:
-        "sst/nli: logits (B, K); para: a logit (B,); sts: a score (B,) on the [0, 1] scale of gold/5."
-        # `self._check(task)` first. The task's inputs are the batch-key suffixes `self._suffixes(task)`: ("",) or ("_a", "_b");
-        # encode each with `self._encode(batch, suffix, embeds, pooling)`, embeds = its entry of `inputs_embeds` (None if not given);
-        # pooling "cls" = the pooler output, "mean" = the masked mean of the tokens, (B, C) each.
-        # sts with cfg.sts_mode == "cosine": cosine_score(u, v) of the two "mean"-pooled vectors (no head).
-        # Otherwise pool with cfg.sst_pooling for sst, "cls" for the rest, and apply self.heads[task] to [u; v] (torch.cat on the last dim).
-        self._check(task)
-        sfx = self._suffixes(task)
-        emb = inputs_embeds if inputs_embeds is not None else [None] * len(sfx)
-        if task == "sts" and self.cfg.sts_mode == "cosine":
-            u, v = (self._encode(batch, s, e, "mean") for s, e in zip(sfx, emb))
-            return cosine_score(u, v)
-        pooling = self.cfg.sst_pooling if task == "sst" else "cls"
-        us = [self._encode(batch, s, e, pooling) for s, e in zip(sfx, emb)]
-        return self.heads[task](torch.cat(us, dim=-1))
+        "The task's output (logits or a score) for a batch, or for given word embeddings of its inputs."
+        return self.task(task).forward(self, batch, inputs_embeds)
 
     def task_loss(self, task: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
-        "Cross-entropy (sst, nli), BCE on the logit (para), squared error against gold/5 (sts); in fp32."
-        # The labels are batch["labels"]: class ids (sst, nli), 0/1 (para), a gold score 0–5 (sts); `self.output_kind(task)` says which
-        # loss ("multiclass", "binary", "regression"). Compute on output.float(); mean over the batch.
-        y, out = batch["labels"], output.float()
-        kind = self.output_kind(task)
-        if kind == "multiclass": return F.cross_entropy(out, y)
-        if kind == "binary": return F.binary_cross_entropy_with_logits(out, y.float())
-        return F.mse_loss(out, y.float() / 5.0)
+        "The task's loss of `output` against the batch's labels, in fp32."
+        return self.task(task).loss(output, batch)
+
+    def output_kind(self, task: str) -> OutputKind: return self.task(task).kind
 
     @torch.no_grad()
     def predict(self, task: str, batch: dict) -> torch.Tensor:
         "Predictions in the task's label space: class ids, 0/1, or a 0–5 score."
-        out = self.task_forward(task, batch).float()
-        kind = self.output_kind(task)
-        if kind == "multiclass": return out.argmax(-1)
-        if kind == "binary": return (out > 0).long()
-        return (5.0 * out).clamp(0.0, 5.0)
+        return self.task(task).predict(self.task_forward(task, batch).float())
+
+# %% ../nbs/05_heads.ipynb #ta000002
+class Task:
+    "What one task adds to the shared encoder; subclasses say how it reads the encoder."
+    kind: OutputKind = "multiclass"
+
+    def __init__(self, name: str, cfg: HeadsConfig): self.name, self.cfg = name, cfg
+    def pair_mode(self) -> Literal["single", "siamese", "cross"]: return "single"
+    def head(self, model: MultitaskBert) -> nn.Module | None: return None
+
+    def forward(self, m: MultitaskBert, batch: dict, embeds: list | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
+        "Cross-entropy (class logits), BCE on the logit (binary), squared error (score), mean over the batch, in fp32."
+        y, out = batch["labels"], output.float()
+        if self.kind == "multiclass": return F.cross_entropy(out, y)
+        if self.kind == "binary": return F.binary_cross_entropy_with_logits(out, y.float())
+        return F.mse_loss(out, y.float())
+
+    def predict(self, output: torch.Tensor) -> torch.Tensor:
+        "Class ids (multiclass), 0/1 (binary), or the score itself."
+        if self.kind == "multiclass": return output.argmax(-1)
+        if self.kind == "binary": return (output > 0).long()
+        return output
+
+# %% ../nbs/05_heads.ipynb #ta000004
+class Sentiment(Task):
+    "SST-5: one sentence → `n_sst` logits."
+    def head(self, m): return LinearHead(m.bert.config.hidden_size, self.cfg.n_sst, self.cfg.dropout)
+    def forward(self, m, batch, embeds=None):
+        "Logits (B, n_sst) of the head on the sentence's pooled vector (`cfg.sst_pooling`)."
+        (u,) = m.pooled(self.name, batch, embeds, self.cfg.sst_pooling)
+        return m.heads[self.name](u)
+
+class Paraphrase(Task):
+    "Quora: a question pair → one logit (duplicate or not)."
+    kind = "binary"
+    def pair_mode(self): return self.cfg.para_mode
+    def head(self, m):
+        C = m.bert.config.hidden_size
+        return LinearHead(2 * C if self.cfg.para_mode == "siamese" else C, 1, self.cfg.dropout)
+    def forward(self, m, batch, embeds=None):
+        "A logit (B,): the head on [u; v] of the two [CLS] vectors (siamese), or on the joint input's [CLS] (cross)."
+        return m.heads[self.name](torch.cat(m.pooled(self.name, batch, embeds, "cls"), dim=-1))
+
+class Similarity(Task):
+    "STS: a sentence pair → a similarity score, trained on [0, 1] against gold/5."
+    kind = "regression"
+    def pair_mode(self): return "siamese" if self.cfg.sts_mode == "cosine" else "cross"
+    def head(self, m): return LinearHead(m.bert.config.hidden_size, 1, self.cfg.dropout) if self.cfg.sts_mode == "cross" else None
+    def forward(self, m, batch, embeds=None):
+        "A score (B,): cos(u, v) of the two mean-pooled vectors (cosine), or the head on the joint [CLS] (cross)."
+        if self.cfg.sts_mode == "cosine": return cosine_score(*m.pooled(self.name, batch, embeds, "mean"))
+        (u,) = m.pooled(self.name, batch, embeds, "cls")
+        return m.heads[self.name](u)
+    def loss(self, output, batch): return F.mse_loss(output.float(), batch["labels"].float() / 5.0)
+    def predict(self, output): return (5.0 * output).clamp(0.0, 5.0)
+
+class Entailment(Task):
+    "NLI: a premise and a hypothesis together → `n_nli` logits."
+    def pair_mode(self): return "cross"
+    def head(self, m): return LinearHead(m.bert.config.hidden_size, self.cfg.n_nli, self.cfg.dropout)
+    def forward(self, m, batch, embeds=None): return m.heads[self.name](m.pooled(self.name, batch, embeds, "cls")[0])
+
+TASK_TYPES.update(sst=Sentiment, para=Paraphrase, sts=Similarity, nli=Entailment)
 
 # %% ../nbs/05_heads.ipynb #f457d51d
 def save_multitask(model: MultitaskBert, folder, tokenizer=None, extra: dict | None = None) -> Path:
@@ -150,15 +204,27 @@ def save_multitask(model: MultitaskBert, folder, tokenizer=None, extra: dict | N
     if tokenizer is not None: tokenizer.save_pretrained(str(folder))
     return folder
 
-def load_multitask(folder) -> MultitaskBert:
-    "Load a folder written by `save_multitask` (strict: every tensor must match)."
+def checkpoint_folder(folder) -> Path:
+    "A multitask checkpoint folder: `folder` itself, or the `best/` of a run folder; checked against its manifest when it has one."
     folder = Path(folder)
+    if not (folder/"heads.json").exists() and (folder/"best").is_dir(): folder = folder/"best"
+    if (folder/"manifest.json").exists() or (folder.parent/f".{folder.name}.old").exists(): check_folder(folder)
+    return folder
+
+def load_multitask(folder) -> MultitaskBert:
+    "Load a folder written by `save_multitask` (or a run folder); strict: every tensor must match."
+    folder = checkpoint_folder(folder)
     for f in ("config.json", "model.safetensors", "heads.safetensors", "heads.json"):
         if not (folder/f).exists(): raise CheckpointError(f"{folder}: missing {f}; expected a checkpoint written by `minbert train`")
-    meta = json.loads((folder/"heads.json").read_text())
-    hc = meta["heads"]; hc["tasks"] = tuple(hc["tasks"])
-    model = MultitaskBert(BertModel.from_pretrained(folder), HeadsConfig(**hc))
-    sd = load_file(str(folder/"heads.safetensors"))
-    missing, unexpected = model.heads.load_state_dict(sd, strict=False)
-    if missing or unexpected: raise CheckpointError(f"{folder/'heads.safetensors'}: missing {missing}, unexpected {unexpected}")
+    meta = read_json(folder/"heads.json")
+    if not isinstance(meta.get("heads"), dict): raise CheckpointError(f"{folder/'heads.json'}: no 'heads' mapping (the HeadsConfig)")
+    try: hc = build(HeadsConfig, meta["heads"], "heads")
+    except ConfigError as e: raise CheckpointError(f"{folder/'heads.json'}: {e}") from None
+    model = MultitaskBert(BertModel.from_pretrained(folder), hc)
+    sd, own = read_tensors(folder/"heads.safetensors"), model.heads.state_dict()
+    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{folder/'heads.safetensors'}: missing {missing}, unexpected {unexpected}, shape mismatch {shapes}")
+    model.heads.load_state_dict(sd)
     return model.eval()
