@@ -25,9 +25,6 @@ def attention(q: torch.Tensor,   # (B, H, T, d) queries
               dropout_p: float = 0.0,
              ) -> tuple[torch.Tensor, torch.Tensor]:
     "softmax(QKᵀ/√d + M)·V written out; returns the output (B, H, T, d) and the probabilities (B, H, T, S)."
-    # scores = q kᵀ / √d, (B, H, T, S), d = the last size of q. Where `mask` is False, set the score to
-    # torch.finfo(scores.dtype).min (finite, unlike -inf: a row with every key masked stays finite).
-    # probs = softmax over the keys (the last dimension); out = dropout(probs) @ v, with F.dropout only if dropout_p > 0.
     d = q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d)                      # (B, H, T, S)
     if mask is not None: scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)

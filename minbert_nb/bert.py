@@ -38,8 +38,6 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids, token_type_ids=None, inputs_embeds=None):
         "ids (B, T) → (B, T, C). `inputs_embeds` replaces the word embeddings (SMART perturbs them)."
-        # E = Dropout(LayerNorm(E_tok[x_t] + E_pos[t] + E_seg[s_t])): positions t = 0 … T−1 (on x's device); token
-        # types s_t default to 0 when `token_type_ids` is None; `inputs_embeds` (B, T, C), if given, stands for E_tok[x].
         x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         T = x.size(1)
         pos = torch.arange(T, device=x.device)                                             # (T,)
@@ -97,9 +95,6 @@ class BertLayer(nn.Module):
 
     def forward(self, x, mask=None, output_attentions=False, packing=None):
         "x: (B, T, C), or (N, C) real tokens only with `packing` (everything but attention is position-wise)."
-        # x, probs = the attention sub-layer (`self.attention`, passing mask, output_attentions, packing on);
-        # then the feed-forward sub-layer: x = LayerNorm(x + Dropout(W2·GELU(x W1 + b1) + b2)), i.e. `self.output`
-        # (AddNorm) of `self.intermediate(x)` and x. Return (x, probs).
         x, probs = self.attention(x, mask, output_attentions, packing)
         x = self.output(self.intermediate(x), x)
         return x, probs

@@ -122,7 +122,8 @@ def write_notebook(path, *cells) -> Path:
     nb = {"cells": [{"cell_type": t, "id": f"c{i}", "metadata": {}, "source": s, **({"outputs": [], "execution_count": None} if t == "code" else {})}
                     for i, (t, s) in enumerate(cells)],
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
-    Path(path).write_text(json.dumps(nb, indent=1)); return Path(path)
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb, indent=1)); return path
 
 # %% ../nbs/engineering/03_colab.ipynb #d7838679
 def widgets_available() -> bool:

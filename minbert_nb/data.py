@@ -183,6 +183,9 @@ def read_task_file(path: str | Path,          # a CS224N-format file (tab-separa
             if on_bad == "raise": raise DataError(f"{path}:{lineno}: {e}") from None
             report.skipped.append((lineno, str(e)))
     report.n_ok = len(examples)
+    if not examples:
+        why = f"all {report.n_rows} rows are malformed ({report.summary()})" if report.n_rows else "a header but no rows"
+        raise DataError(f"{path}: no usable examples: {why}")
     if report.skipped: warnings.warn(report.summary(), DataWarning, stacklevel=2)
     return examples, report
 

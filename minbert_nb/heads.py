@@ -218,6 +218,8 @@ def load_multitask(folder) -> MultitaskBert:
         if not (folder/f).exists(): raise CheckpointError(f"{folder}: missing {f}; expected a checkpoint written by `minbert train`")
     meta = read_json(folder/"heads.json")
     if not isinstance(meta.get("heads"), dict): raise CheckpointError(f"{folder/'heads.json'}: no 'heads' mapping (the HeadsConfig)")
+    if missing := sorted({f.name for f in fields(HeadsConfig)} - set(meta["heads"])):
+        raise CheckpointError(f"{folder/'heads.json'}: heads: missing key(s) {missing}; the file is damaged or was not written by `minbert train`")
     try: hc = build(HeadsConfig, meta["heads"], "heads")
     except ConfigError as e: raise CheckpointError(f"{folder/'heads.json'}: {e}") from None
     model = MultitaskBert(BertModel.from_pretrained(folder), hc)

@@ -55,8 +55,6 @@ class LoRALinear(nn.Module):
 
     def forward(self, x):
         "x (..., k) → (..., d): W0 x + b + (α/r)·B A dropout(x), dropout = `self.lora_dropout`; merged: the base layer alone."
-        # When `self.merged`, ΔW is already inside base_layer.weight: return base_layer(x) — and in training mode raise
-        # RuntimeError("LoRALinear is merged: call unmerge_lora(model) before training ...") instead.
         h = self.base_layer(x)                                                # W0 x + b
         if self.merged:
             if self.training: raise RuntimeError("LoRALinear is merged: call unmerge_lora(model) before training (a merged layer gives LoRA no gradient)")
@@ -70,7 +68,6 @@ class LoRALinear(nn.Module):
 @torch.no_grad()
 def merge(self: LoRALinear):
     "W ← W0 + (α/r)·BA, in place in base_layer.weight (in its dtype); then `merged` is True."
-    # Already merged: raise RuntimeError("LoRALinear.merge: this layer is already merged ...").
     if self.merged: raise RuntimeError("LoRALinear.merge: this layer is already merged (merged=True); unmerge it first")
     w = self.base_layer.weight
     w += self.delta_weight().to(w.dtype)
@@ -80,7 +77,6 @@ def merge(self: LoRALinear):
 @torch.no_grad()
 def unmerge(self: LoRALinear):
     "W0 ← W − (α/r)·BA, in place in base_layer.weight (in its dtype); then `merged` is False."
-    # Not merged: raise RuntimeError("LoRALinear.unmerge: this layer is not merged ...").
     if not self.merged: raise RuntimeError("LoRALinear.unmerge: this layer is not merged (merged=False)")
     w = self.base_layer.weight
     w -= self.delta_weight().to(w.dtype)

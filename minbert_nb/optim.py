@@ -29,10 +29,6 @@ class AdamW(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
         "One update of each parameter θ with a gradient g: m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − αλθ − α_t·m/(√v + ε), α_t = α·√(1−β2ᵗ)/(1−β1ᵗ) (α_t = α if not `correct_bias`)."
-        # For each group in self.param_groups: α = group["lr"], (β1, β2) = group["betas"], ε = group["eps"], λ = group["weight_decay"].
-        # For each p in group["params"] with p.grad not None: self.state[p] holds "step" t (1 at the first update), "exp_avg" m and
-        # "exp_avg_sq" v (zeros like p at first). Update in place; the decay αλθ uses θ before this step's Adam update.
-        # If `closure` is given, call it under torch.enable_grad() and return its loss (else return None).
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()

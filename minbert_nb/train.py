@@ -225,13 +225,14 @@ def _train_step(self: Trainer):
     "Forward, backward and update for one optimizer step."
     c = self.cfg
     draws = [(t, next(self.streams[t])) for t in self.schedule.tasks_for_step(self.step)]   # global batches of this step
-    logged = {}
+    logged, total = {}, {}
     r0 = self.dist.rank * c.accum_steps                                # this process's pieces
     for k in range(r0, r0 + c.accum_steps):                           # forward and backward, micro-step by micro-step
         objectives, raw = self._micro_losses(draws, k)
         for t, l in raw.items(): logged[t] = logged.get(t, 0.0) + l
+        for t, l in objectives.items(): total[t] = total.get(t, 0.0) + l.detach()
         self.strategy.backward(objectives, self.scale)
-    self._pending.append((self.step + 1, logged))
+    self._pending.append((self.step + 1, logged, total))
     if self.dist.world > 1: average_gradients(self.params, self.dist.world)   # PCGrad averages its own rows
     self._stats.update(self.strategy.before_step() or {})
     if self.scaler is not None: self.scaler.unscale_(self.opt)       # clip
@@ -262,17 +263,20 @@ def _log(self: Trainer, row: dict):
 def _flush_losses(self: Trainer, bar=None):
     "Check and log the losses kept on the device since the last log (the one host sync)."
     if not self._pending: return
-    steps = [s for s, _ in self._pending]
-    tasks = sorted({t for _, d in self._pending for t in d})
-    v = torch.stack([torch.stack([torch.as_tensor(d.get(t, math.nan), dtype=torch.float32, device=self.device) for t in tasks])
-                     for _, d in self._pending])                               # (steps, tasks), NaN where a task was not drawn
+    steps = [s for s, *_ in self._pending]
+    tasks = sorted({t for _, d, _ in self._pending for t in d})
+    v = torch.stack([torch.stack([torch.as_tensor(d.get(t, math.nan), dtype=torch.float32, device=self.device) for t in tasks] +
+                                 [torch.as_tensor(o.get(t, math.nan), dtype=torch.float32, device=self.device) for t in tasks])
+                     for _, d, o in self._pending])              # (steps, 2·tasks): losses, then objectives; NaN where not drawn
     if self.dist.world > 1: dist.all_reduce(v); v /= self.dist.world          # Σ_r: the global batch's loss
     v = v.cpu()
-    drawn = torch.tensor([[t in d for t in tasks] for _, d in self._pending])
+    drawn = torch.tensor([[t in d for t in tasks] * 2 for _, d, _ in self._pending])
     if len(bad := (~torch.isfinite(v) & drawn).nonzero()):
         i, j = bad[0].tolist()
-        raise NonFiniteLossError(f"step {steps[i]}: the loss of task {tasks[j]!r} is {v[i, j].item()} — try a lower learning "
-                                 f"rate, amp=off, or clip_norm; {self._last_good()}")
+        what = "loss" if j < len(tasks) else "objective (loss and regularizer)"
+        raise NonFiniteLossError(f"step {steps[i]}: the {what} of task {tasks[j % len(tasks)]!r} is {v[i, j].item()} — try a lower "
+                                 f"learning rate, amp=off, or clip_norm; {self._last_good()}")
+    v, drawn = v[:, :len(tasks)], drawn[:, :len(tasks)]
     per = {t: v[drawn[:, j], j].mean().item() for j, t in enumerate(tasks) if drawn[:, j].any()}
     row = {"step": self.step, "lr": self.sched.get_last_lr()[0], **{f"loss/{t}": x for t, x in per.items()}}
     row.update({k: float(x) for k, x in self._stats.items()})

@@ -12,3 +12,6 @@ DATA = Path(os.environ.get("MINBERT_DATA", REPO.parent / "shared" / "data"))
 def data_dir():
     if not (DATA / "sst").exists(): pytest.skip(f"task data not found at {DATA} (set MINBERT_DATA)")
     return DATA
+
+import torch
+torch.set_num_threads(1)   # a shared 2-core machine: two threads that meet at every operation are slower than one

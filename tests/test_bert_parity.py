@@ -4,7 +4,8 @@ import pytest
 import torch
 import transformers
 from minbert_nb.config import BertConfig, ConfigError, offline_model_dir, load_config
-from minbert_nb.bert import BertModel, CheckpointError, read_state_dict
+from minbert_nb.bert import BertModel, read_state_dict
+from minbert_nb.checkpoint import CheckpointError
 from safetensors.torch import save_file
 
 TOL = 1e-5  # max |Δ| allowed, fp32

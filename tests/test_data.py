@@ -142,9 +142,10 @@ def test_bad_row_reasons(tmp_path, row, why):
     ("nli", "pair_id\tsentence1\tsentence2\tlabel\trelatedness", "1\tx\ty\tunsure\t3.0", "entailment/neutral/contradiction"),
     ("nli", "pair_id\tsentence1\tsentence2\tlabel\trelatedness", "1\tx\ty\t3\t3.0", "outside 0–2")])
 def test_labels_out_of_range(tmp_path, task, header, row, why):
+    "The only row is bad: the file has no usable example, and the error names the line and why."
     p = write(tmp_path, "f.tsv", header + "\n" + row + "\n")
-    exs, rep = read_quiet(p, task)
-    assert exs == [] and why in rep.skipped[0][1]
+    with pytest.raises(DataError) as e: read_quiet(p, task)
+    assert "f.tsv: no usable examples: all 1 rows are malformed" in str(e.value) and "line 2: " in str(e.value) and why in str(e.value)
 
 def test_non_utf8_bytes(tmp_path):
     p = write(tmp_path, "l1.csv", H_PARA.encode() + b"0\ta\tQ?\tQ!\t1.0\n" + "1\tb\tNa\xefve?\tQ!\t0.0\n".encode("latin-1"))
@@ -185,8 +186,8 @@ def test_unknown_task_and_arguments(tmp_path):
 
 def test_empty_file_and_header_only(tmp_path):
     with pytest.raises(DataError, match=r"e\.csv: empty file"): read_task_file(write(tmp_path, "e.csv", ""), "sst")
-    exs, rep = read_task_file(write(tmp_path, "h.csv", "\tid\tsentence\tsentiment\n"), "sst")
-    assert exs == [] and rep == ReadReport(str(tmp_path / "h.csv"), 0, 0, [])
+    with pytest.raises(DataError, match=r"h\.csv: no usable examples: a header but no rows"):
+        read_task_file(write(tmp_path, "h.csv", "\tid\tsentence\tsentiment\n"), "sst")
 
 def test_unlabelled_test_files(tmp_path):
     sst = write(tmp_path, "ids-sst-test-student.csv", "\tid\tsentence\n0\tt1\t A film .\n1\tt2\t Another .\n")

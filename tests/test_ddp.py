@@ -4,8 +4,10 @@ import time
 
 import torch
 
+from minbert_nb.distributed import launch_local
 from minbert_nb.pcgrad import PCGrad
-from minbert_nb.train import launch_local, max_param_diff, read_history, sample_run
+from minbert_nb.train import read_history
+from helpers import max_param_diff, sample_run
 
 STEPS, PER_PROCESS = 3, 6
 SIZES = {"para": 35, "sts": 25}   # global batches of 12: para's third splits 6 + 5, sts's third 1 + 0 (weight 0)
@@ -23,7 +25,7 @@ def worker(root):
     "Runs in each of the 2 processes: the weighted sum, PCGrad, then the weighted sum with the averaging switched off."
     sample_run(f"{root}/ws2", PER_PROCESS, STEPS, None, SIZES)
     sample_run(f"{root}/pc2", PER_PROCESS, STEPS, pcgrad, SIZES)
-    import minbert_nb.train as tr
+    import minbert_nb.train as tr         # the trainer calls average_gradients by the name it imported from distributed
     tr.average_gradients = no_averaging   # each process steps on its own share: what the test must catch
     sample_run(f"{root}/noavg2", PER_PROCESS, STEPS, None, SIZES)
 

@@ -8,19 +8,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from minbert_nb.course import check_site, find_chromium, local_mathjax_url, render_site, sidebar_order, stage_site
+from minbert_nb.docs import check_site, find_chromium, local_mathjax_url, render_site, sidebar_order, stage_site
 
 REPO = Path(__file__).resolve().parents[1]
 SHOT = REPO / "_docs_check" / "index.png"
 # the default build: the home page, two notebooks with math and plots, one with API docs only, the course kit (widgets)
-SMOKE = ["index", "00_config", "01_attention", "03_optim", "14_course"]
+SMOKE = ["index", "00_config", "01_attention", "03_optim", "03_colab"]
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="headless Chromium not installed (apt-get install -y chromium)")
 
 
 def test_sidebar_in_notebook_order():
     order = sidebar_order(REPO / "nbs")
     assert order[0] == "index.ipynb"
-    assert order[1:] == sorted(p.name for p in (REPO / "nbs").glob("[0-9][0-9]_*.ipynb"))
+    lessons = sorted(p.name for p in (REPO / "nbs").glob("[0-9][0-9]_*.ipynb"))
+    engineering = sorted(f"engineering/{p.name}" for p in (REPO / "nbs" / "engineering").glob("[0-9][0-9]_*.ipynb"))
+    assert order[1:] == lessons + engineering
     q = yaml.safe_load((REPO / "nbs" / "_quarto.yml").read_text())
     assert set(q["metadata-files"]) >= {"nbdev.yml", "sidebar.yml"}        # where nbdev-docs puts the sidebar
     assert q["format"]["html"]["html-math-method"] == "katex"
@@ -75,18 +77,17 @@ def build_and_check(tmp_path, notebooks):
 @needs_chromium
 def test_docs_site_smoke(tmp_path):
     reports, meta = build_and_check(tmp_path, SMOKE)
-    assert list(reports) == ["index.html", "config.html", "attention.html", "optim.html", "course.html"]   # sidebar order
-    for p in ("config.html", "attention.html", "optim.html", "course.html"):
+    assert list(reports) == ["index.html", "config.html", "attention.html", "optim.html", "colab.html"]   # sidebar order
+    for p in ("config.html", "attention.html", "optim.html", "colab.html"):
         assert reports[p].api_docs > 0, p                    # API docs from show_doc
-    for p in ("attention.html", "optim.html", "course.html"):
-        assert reports[p].images >= reports[p].plots > 0, p  # the plots are on the page and load
+    for p in ("attention.html", "optim.html", "colab.html"):
+        assert reports[p].images >= reports[p].plots > 0, p  # the stored plots are on the page and load
     if local_mathjax_url():
         assert reports["attention.html"].math > 0 and reports["optim.html"].math > 0
-    assert reports["course.html"].plots >= 3                 # the three widgets' static views
 
 
 @pytest.mark.slow
 @needs_chromium
 def test_docs_site_all(tmp_path):
     reports, meta = build_and_check(tmp_path, None)
-    assert len(reports) == len(list((REPO / "nbs").glob("*.ipynb")))
+    assert len(reports) == len(list((REPO / "nbs").rglob("*.ipynb")))

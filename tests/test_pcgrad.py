@@ -4,8 +4,9 @@ import pytest
 import torch
 from minbert_nb.config import preset, seed_everything, ConfigError
 from minbert_nb.bert import BertModel
+from minbert_nb.heads import HeadsConfig, MultitaskBert
 from minbert_nb.pcgrad import PCGrad, PCGradError, project_conflicting, pc_coefficients, gram
-from standin import StandIn, random_batch, multitask_batch, KINDS
+from helpers import random_batch, multitask_batch
 
 
 def reference(grads, generator=None):
@@ -98,9 +99,11 @@ def test_bad_input():
 
 # ---- the strategy ------------------------------------------------------------------------------------------
 
-def tiny(seed=0):
+def tiny(seed=0, **heads):
+    "A 2-layer MultitaskBert (sst, para, sts) without dropout."
     seed_everything(seed)
-    return StandIn(BertModel(preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)))
+    bert = BertModel(preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    return MultitaskBert(bert, HeadsConfig(tasks=("sst", "para", "sts"), dropout=0.0, **heads))
 
 def losses_of(model, batches): return {t: model.task_loss(t, model.task_forward(t, b), b) for t, b in batches.items()}
 
@@ -118,13 +121,14 @@ def test_strategy_matches_manual_projection_and_keeps_head_grads():
     per_task = [torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
                            for g, p in zip(torch.autograd.grad(L[t], shared, allow_unused=True, retain_graph=True), shared)]) for t in L]
     expect = torch.stack(project_conflicting(per_task, torch.Generator().manual_seed(0))).sum(0)
-    heads = {t: torch.autograd.grad(L[t], list(model.heads[t].parameters()), retain_graph=True) for t in L}
+    heads = {t: torch.autograd.grad(L[t], list(model.heads[t].parameters()), retain_graph=True) for t in L if t in model.heads}
+    assert set(heads) == {"sst", "para"}                                         # the cosine STS head has no parameters
     model.zero_grad(set_to_none=True)
     pc = PCGrad(shared, generator=torch.Generator().manual_seed(0))
     pc.backward(losses_of(model, bs))
     st = pc.before_step()
     torch.testing.assert_close(flat_grads(shared), expect, rtol=0, atol=1e-6 * float(expect.abs().max()))
-    for t in L:
+    for t in heads:
         for p, g in zip(model.heads[t].parameters(), heads[t]): torch.testing.assert_close(p.grad, g)
     # the stats come from the same gradients
     for i, a in enumerate(L):
@@ -257,10 +261,9 @@ def test_training_steps_lower_the_loss():
     assert len(pc.history) == 8
 
 
-def test_with_lead_multitask_model_if_present():
-    heads = pytest.importorskip("minbert_nb.heads")
+def test_siamese_paraphrase_head():
     seed_everything(0)
-    model = heads.MultitaskBert(BertModel(preset("tiny")), heads.HeadsConfig(tasks=("sst", "para", "sts"), para_mode="siamese"))
+    model = MultitaskBert(BertModel(preset("tiny")), HeadsConfig(tasks=("sst", "para", "sts"), para_mode="siamese"))
     bs = {}
     g = torch.Generator().manual_seed(0)
     for t in ("sst", "para", "sts"):
@@ -275,17 +278,20 @@ def test_with_lead_multitask_model_if_present():
 
 
 def test_task_weights_scale_each_task_gradient():
+    "The trainer hands PCGrad w_t·L_t (TrainConfig.loss_weights): that task's row is w_t times its gradient, then projected."
     model, bs = tiny(), batches(8)
     shared = model.shared_parameters()
     w = {"sst": 2.0, "para": 0.5}
-    model.zero_grad(set_to_none=True)
-    pc = PCGrad(shared, generator=torch.Generator().manual_seed(0), weights=w)
-    pc.backward(losses_of(model, bs)); pc.before_step()
-    a = flat_grads(shared)
-    model.zero_grad(set_to_none=True)
-    pc2 = PCGrad(shared, generator=torch.Generator().manual_seed(0))
-    pc2.backward({t: w.get(t, 1.0) * l for t, l in losses_of(model, bs).items()}); pc2.before_step()
-    torch.testing.assert_close(a, flat_grads(shared))
+    rows = []
+    for weights in ({}, w):
+        model.zero_grad(set_to_none=True)
+        pc = PCGrad(shared, generator=torch.Generator().manual_seed(0), tasks=("sst", "para", "sts"))
+        pc.backward({t: weights.get(t, 1.0) * l for t, l in losses_of(model, bs).items()})
+        rows.append([g.clone() for g in pc.G])                         # the per-task rows of this step, before surgery
+        pc.before_step()
+    for t, a, b in zip(pc.tasks, *rows): assert torch.equal(b, w.get(t, 1.0) * a), t   # powers of two scale exactly
+    expect = torch.stack(project_conflicting(rows[1], torch.Generator().manual_seed(0))).sum(0)
+    torch.testing.assert_close(flat_grads(shared), expect, rtol=0, atol=1e-6 * float(expect.abs().max()))
 
 
 def test_state_dict_round_trip_is_json():
@@ -305,13 +311,13 @@ def test_state_dict_round_trip_is_json():
 
 def test_task_without_shared_gradient():
     "A loss that does not reach the encoder gets a zero row; nothing divides by its zero norm."
-    model, bs = tiny(), batches(12, tasks=("sst", "para"))
+    model, bs = tiny(sts_mode="cross"), batches(12, tasks=("sst", "para"))   # an STS head with weights
     model.zero_grad(set_to_none=True)
     pc = PCGrad(model.shared_parameters(), generator=torch.Generator().manual_seed(0))
     L = losses_of(model, bs)
-    L["sts"] = model.heads["sts"](torch.randn(2, 3 * model.bert.config.hidden_size)).pow(2).mean()   # head only
+    L["sts"] = model.heads["sts"](torch.randn(2, model.bert.config.hidden_size)).pow(2).mean()       # head only
     pc.backward(L)
     st = pc.before_step()
     assert math.isnan(st["pcgrad/cos/sst|sts"]) and st["pcgrad/nonfinite"] == 0
     assert torch.isfinite(flat_grads(model.shared_parameters())).all()
-    assert model.heads["sts"].weight.grad is not None
+    assert model.heads["sts"].proj.weight.grad is not None

@@ -5,16 +5,21 @@ import torch
 import torch.nn.functional as F
 from minbert_nb.config import preset, seed_everything, ConfigError
 from minbert_nb.bert import BertModel
-from minbert_nb.smart import (SmartConfig, SmartError, SmartRegularizer, BregmanTeacher, dropout_off, parse_smart,
+from minbert_nb.cli import task_values
+from minbert_nb.heads import HeadsConfig, MultitaskBert
+from minbert_nb.run import RunConfig
+from minbert_nb.smart import (SmartConfig, SmartError, SmartRegularizer, BregmanTeacher, dropout_off,
                               smart_divergence, smart_term)
-from standin import StandIn, random_batch, multitask_batch
+from helpers import random_batch, multitask_batch
 
-TASKS = ("sst", "para", "sts")          # multiclass, binary (cross-encoder pair), regression (siamese pair)
+TASKS = ("sst", "para", "sts")          # multiclass, binary (cross-encoder pair), regression (siamese pair, cosine)
 
 
-def tiny(seed=0, **kw):
+def tiny(seed=0, dropout=0.1):
+    "A 2-layer MultitaskBert in training mode; `dropout` in the encoder and before the heads."
     seed_everything(seed)
-    return StandIn(BertModel(preset("tiny", **kw)), tasks=TASKS + ("nli",)).train()
+    bert = BertModel(preset("tiny", hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
+    return MultitaskBert(bert, HeadsConfig(tasks=TASKS + ("nli",), dropout=dropout)).train()
 
 def batch(task, seed=0): return random_batch(task, generator=torch.Generator().manual_seed(seed))
 
@@ -136,14 +141,24 @@ def test_nonfinite_raises_with_task_and_step():
         SmartRegularizer({"sts": 1.0})(model, "nli", b, None, 0)
 
 
+def smart_flag(spec: str) -> dict:
+    "What `minbert train --smart SPEC` gives the run: the flag parsed by the CLI, then checked by `RunConfig`."
+    return RunConfig(smart=task_values(spec, "--smart")).smart
+
+
 def test_config_and_cli_spec():
-    assert parse_smart("sts=10") == {"sts": 10.0}
-    assert parse_smart("sts=10,para=1") == {"sts": 10.0, "para": 1.0}
-    for spec, msg in [("qqp=1", "unknown task 'qqp'"), ("sts=x", "must be a number, got 'x'"), ("sts", "is not TASK=MU"),
-                      ("sts=1,sts=2", "given twice"), ("sts=nan", "finite number >= 0"), (" ", "empty")]:
-        with pytest.raises(ConfigError, match=msg): parse_smart(spec)
-    with pytest.raises(ConfigError, match="SmartConfig.step_size"): SmartConfig(step_size=0)
-    reg = SmartRegularizer(parse_smart("sts=10,para=1"))
+    assert task_values("sts=10", "--smart") == {"sts": 10.0}
+    assert task_values("sts=10,para=1", "--smart") == {"sts": 10.0, "para": 1.0}
+    assert smart_flag("sts=10,para=1") == {"sts": SmartConfig(mu=10.0), "para": SmartConfig(mu=1.0)}
+    for spec, msg in [("qqp=1", "smart.qqp: not a task of this run"), ("sts=x", "must be a number, got 'x'"),
+                      ("sts", "is not TASK=NUMBER"), ("sts=1,sts=2", "given twice"), ("sts=nan", "smart.sts.mu must be a number, got nan"),
+                      ("sts=-1", "smart.sts.mu must be >= 0, got -1"), (" ", "'' is not TASK=NUMBER")]:
+        with pytest.raises(ConfigError, match=msg): smart_flag(spec)
+    with pytest.raises(ConfigError, match="smart.sts.eps must be >= 0, got -1"): RunConfig(smart={"sts": {"eps": -1}})
+    with pytest.raises(ConfigError, match="step_size must be > 0"): SmartConfig(step_size=0)
+    with pytest.raises(ConfigError, match="eps must be >= 0, got -1"): SmartConfig(eps=-1)
+    with pytest.raises(ConfigError, match="k must be a whole number, got 1.5"): SmartConfig(k=1.5)
+    reg = SmartRegularizer(smart_flag("sts=10,para=1"))
     assert reg.tasks == ("sts", "para") and reg.cfgs["sts"].mu == 10.0 and reg.cfgs["para"].eps == 1e-5
 
 
@@ -166,25 +181,29 @@ def test_smart_with_pcgrad():
 
 
 def test_bregman_teacher():
-    model, b = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0), batch("sst")
-    breg = BregmanTeacher(model, mu=2.0, beta=0.9)
+    model, b = tiny(dropout=0.0), batch("sst")
+    breg = BregmanTeacher(model, mu=2.0, total_steps=20, betas=(0.9, 0.99), switch_frac=0.1)   # β = 0.9 for steps 1–2
+    assert [breg.beta(s) for s in (1, 2, 3, 20)] == [0.9, 0.9, 0.99, 0.99]
     assert breg(model, "sst", b, model.task_forward("sst", b), 0).item() == pytest.approx(0.0, abs=1e-12)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    w0 = model.heads["sst"].weight.detach().clone()
+    w0 = model.heads["sst"].proj.weight.detach().clone()
     F.cross_entropy(model.task_forward("sst", b), b["labels"]).backward(); opt.step()
-    w1 = model.heads["sst"].weight.detach().clone()
+    w1 = model.heads["sst"].proj.weight.detach().clone()
+    breg.after_step(model, 1)                                        # what the trainer calls after optimizer step 1
     r = breg(model, "sst", b, model.task_forward("sst", b), 1)
     assert r.item() > 0 and r.requires_grad
-    i = [n for n, _ in model.named_parameters()].index("heads.sst.weight")
+    i = [n for n, _ in model.named_parameters()].index("heads.sst.proj.weight")
     torch.testing.assert_close(breg.teacher[i], 0.1 * w1 + 0.9 * w0)
-    assert torch.equal(model.heads["sst"].weight, w1)
-    with pytest.raises(ConfigError, match="beta must be in"): BregmanTeacher(model, beta=1.0)
+    assert torch.equal(model.heads["sst"].proj.weight, w1)
+    state = breg.state_dict()                                        # the teacher's tensors, for a resume
+    again = BregmanTeacher(model, mu=2.0, total_steps=20, betas=(0.9, 0.99)); again.load_state_dict(state)
+    assert all(torch.equal(a, t) for a, t in zip(again.teacher, breg.teacher)) and not torch.equal(again.teacher[i], w1)
+    with pytest.raises(ConfigError, match="betas must be in"): BregmanTeacher(model, betas=(0.9, 1.0))
 
 
-def test_with_lead_multitask_model_if_present():
-    heads = pytest.importorskip("minbert_nb.heads")
+def test_siamese_paraphrase_head():
     seed_everything(0)
-    model = heads.MultitaskBert(BertModel(preset("tiny")), heads.HeadsConfig(tasks=("sst", "para", "sts"), para_mode="siamese")).train()
+    model = MultitaskBert(BertModel(preset("tiny")), HeadsConfig(tasks=("sst", "para", "sts"), para_mode="siamese")).train()
     g = torch.Generator().manual_seed(0)
     for t in ("sst", "para", "sts"):
         b = multitask_batch(model, t, g)
@@ -202,9 +221,9 @@ def test_full_precision_turns_autocast_off():
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model.task_forward("sst", b)
-            r_half = SmartRegularizer({"sst": SmartConfig()}, torch.Generator().manual_seed(0))(model, "sst", b, out, 0)
+            r_half = SmartRegularizer({"sst": SmartConfig(full_precision=False)}, torch.Generator().manual_seed(0))(model, "sst", b, out, 0)
             n = len(dtypes)
-            r_full = SmartRegularizer({"sst": SmartConfig(full_precision=True)}, torch.Generator().manual_seed(0))(model, "sst", b, out, 0)
+            r_full = SmartRegularizer({"sst": SmartConfig()}, torch.Generator().manual_seed(0))(model, "sst", b, out, 0)   # the default
     finally: h.remove()
     assert dtypes[0] == torch.bfloat16 and set(dtypes[1:n]) == {torch.bfloat16} and set(dtypes[n:]) == {torch.float32}
     assert r_half.dtype == r_full.dtype == torch.float32 and torch.isfinite(r_half) and r_full.item() > 0

@@ -1,26 +1,14 @@
-"""Exercise notebooks end to end (stubs fail the checks, solutions pass), nbdev's handling of `#| exercise`,
-the live widgets behind their static fallbacks, and the Colab environment."""
-import json, os, re, shutil, subprocess, sys, warnings
+"""Exercise notebooks end to end (stubs fail the checks, solutions pass, briefs land in the stubs), and nbdev's handling
+of `#| exercise`."""
+import json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
 
-from minbert_nb import course
-from minbert_nb.course import (CellFailure, Live, check_badges, check_notebook, check_setup_cells, colab_setup, conflict_viewer,
-                               exercise_notebooks, make_exercises, attention_panel, try_sentence_panel, ExerciseError)
+from minbert_nb.colab import write_notebook as write_nb
+from minbert_nb.exercises import ExerciseError, check_notebook, exercise_notebooks, make_exercises
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_nb(path, *cells):
-    "A minimal nbformat 4.5 notebook from (cell_type, source) pairs."
-    nb = {"cells": [{"cell_type": t, "id": f"c{i}", "metadata": {}, "source": s,
-                     **({"outputs": [], "execution_count": None} if t == "code" else {})} for i, (t, s) in enumerate(cells)],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(nb, indent=1))
-    return path
 
 
 def test_synthetic_exercise_fails_with_stub_and_passes_with_solution(tmp_path):
@@ -51,14 +39,14 @@ EXERCISES = {
     "01_attention": {"attention"},
     "02_bert": {"BertEmbeddings.forward", "AddNorm.forward", "BertAttention.forward", "BertIntermediate.forward", "BertLayer.forward"},
     "03_optim": {"AdamW.step"},
-    "05_heads": {"MultitaskBert.task_forward", "MultitaskBert.task_loss"},
-    "08_smart": {"smart_term"},
-    "09_pcgrad": {"pc_coefficients", "project_conflicting"},
-    "10_lora": {"LoRALinear.delta_weight", "LoRALinear.forward", "merge", "unmerge"},
+    "05_heads": {"Sentiment.forward", "Paraphrase.forward", "Similarity.forward"},
+    "10_smart": {"smart_term"},
+    "11_pcgrad": {"pc_coefficients", "project_conflicting"},
+    "12_lora": {"LoRALinear.delta_weight", "LoRALinear.forward", "merge", "unmerge"},
 }
 RAISED = {"01_attention": {"attention"}, "02_bert": {"BertEmbeddings.forward", "BertAttention.forward", "BertLayer.forward"},
-          "03_optim": {"AdamW.step"}, "05_heads": {"MultitaskBert.task_forward"}, "08_smart": {"smart_term"},
-          "09_pcgrad": {"pc_coefficients", "project_conflicting"}, "10_lora": {"LoRALinear.delta_weight", "LoRALinear.forward", "merge"}}
+          "03_optim": {"AdamW.step"}, "05_heads": {"Sentiment.forward", "Paraphrase.forward"}, "10_smart": {"smart_term"},
+          "11_pcgrad": {"pc_coefficients", "project_conflicting"}, "12_lora": {"LoRALinear.delta_weight", "LoRALinear.forward", "merge"}}
 NEAR = 5  # a check fails at most this many cells after each exercise cell
 
 
@@ -95,7 +83,8 @@ def test_real_optim_notebook_exercise(tmp_path):
     src = next(c["source"] for c in json.loads(student.read_text())["cells"] if "class AdamW" in c["source"])
     assert "def __init__(self, params: Iterable" in src and "if lr < 0" in src          # the constructor is given
     assert '    @torch.no_grad()\n    def step(self, closure: Callable | None = None):\n        "One update of each parameter' in src
-    assert "m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − αλθ − α_t·m/(√v + ε)" in src   # the instructions stay
+    assert "m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − αλθ − α_t·m/(√v + ε)" in src   # the docstring stays
+    assert '        # Exercise: For each group in `self.param_groups`' in src                           # the brief, from the markdown
     assert src.rstrip().endswith('raise NotImplementedError("Exercise: implement AdamW.step")')
     assert "m.lerp_" not in src
     assert all(f.ename == "NotImplementedError" and f.evalue == "Exercise: implement AdamW.step" for f in fails), fails
@@ -145,96 +134,18 @@ def test_exercise_errors(tmp_path):
         make_exercises([nb], tmp_path / "ex")
 
 
-def test_badges_on_every_numbered_notebook():
-    assert check_badges(REPO / "nbs") == []
 
 
-def test_setup_cell_in_every_numbered_notebook():
-    """Each numbered notebook runs `setup_cell()` before importing minbert_nb (`python tools/add_setup_cells.py` adds it)."""
-    assert check_setup_cells(REPO / "nbs") == []
-    text = course.setup_cell()
-    for p in sorted((REPO / "nbs").glob("[0-9][0-9]_*.ipynb")):
-        assert any(c["cell_type"] == "code" and "".join(c["source"]) == text for c in json.loads(p.read_text())["cells"]), f"{p.name}: the setup cell is not current"
-
-
-def test_setup_cell_is_harmless_locally():
-    """Outside Colab the setup cell installs nothing and prints nothing: it only picks the device, model and data."""
-    r = subprocess.run([sys.executable, "-c", course.setup_cell() + "\nprint(repr(env))"], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.startswith("Env(on_colab=False, ") and r.stdout.count("\n") == 1, r.stdout
-
-
-def test_colab_setup(monkeypatch, tmp_path):
-    monkeypatch.delenv("MINBERT_DATA", raising=False); monkeypatch.delenv("MINBERT_MODEL", raising=False)
-    from minbert_nb.config import pick_device
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        env = colab_setup(on_colab=True)
-    assert (env.on_colab, env.model, env.data, env.device) == (True, "bert-base-uncased", "hub", pick_device("auto").type)
-    assert any("No GPU" in str(w.message) for w in caught) == (env.device == "cpu")   # a Colab CPU runtime is told how to get a GPU
-    monkeypatch.setenv("MINBERT_DATA", str(tmp_path)); monkeypatch.setenv("MINBERT_MODEL", "prajjwal1/bert-tiny")
-    env = colab_setup(on_colab=False)
-    assert (env.on_colab, env.model, env.data) == (False, "prajjwal1/bert-tiny", str(tmp_path))
-
-
-# --- widgets: the live path, which nbdev-test cannot reach (no kernel there) ---------------------------------
-
-@pytest.fixture
-def live_widgets(monkeypatch):
-    pytest.importorskip("ipywidgets")
-    monkeypatch.setattr(course, "widgets_available", lambda: True)
-    monkeypatch.setattr(course, "_redraw", lambda out, plot_fn: plot_fn())  # draw without a kernel to show it
-
-
-def test_try_sentence_panel_widget(live_widgets):
-    calls = []
-    def predict(a, b):
-        calls.append((a, b)); return {"sst": [0.2] * 5, "para": 0.5, "sts": 2.5}
-    panel = try_sentence_panel(predict, "a b", "b c")
-    assert isinstance(panel, Live) and panel.widget is not None
-    ta, tb, go, out = panel.widget.children
-    assert calls == [("a b", "b c"), ("a b", "b c")]      # the static figure, then the widget's first draw
-    ta.value = "x y"; go.click()
-    assert calls[-1] == ("x y", "b c")
-    assert "application/vnd.jupyter.widget-view+json" in panel._repr_mimebundle_()
-
-
-def test_conflict_viewer_and_attention_panel_widgets(live_widgets, monkeypatch):
-    import torch
-    drawn = []
-    real = course.plot_conflicts
-    monkeypatch.setattr(course, "plot_conflicts", lambda log, step=None: drawn.append(step) or real(log, step))
-    log = [{"step": s, "cos": {"sst/para": -0.1 * s, "sst/sts": 0.1}} for s in (1, 2, 3)]
-    slider = conflict_viewer(log).widget.children[0]
-    slider.value = 2
-    assert drawn == [None, 3, 2]
-    seen = []
-    def attend(s):
-        seen.append(s); T = len(s.split())
-        return [torch.full((1, 2, T, T), 1.0 / T)] * 3, s.split()
-    w = attention_panel(attend, ["a b", "c d e"]).widget
-    sent, (layer, head) = w.children[0], w.children[1].children
-    assert (layer.max, head.max) == (2, 1)
-    sent.value = "c d e"; layer.value = 1; sent.value = "a b"
-    assert seen == ["a b", "c d e"]                        # computed once per sentence
-
-
-def test_attention_explorer(monkeypatch):
-    """02_bert's explorer: the static heatmap without a live kernel (nbdev-test, the docs site), the sliders in one."""
-    pytest.importorskip("ipywidgets")
-    import torch
-    from minbert_nb import attention
-    attns = [torch.full((1, 2, 3, 3), 1 / 3)] * 2
-    fig = attention.attention_explorer(attns, list("abc"))
-    assert type(fig).__name__ == "Figure" and fig.axes[0].get_title() == "layer 0, head 0"
-    monkeypatch.setattr(attention, "widgets_available", lambda: True)
-    w = attention.attention_explorer(attns, list("abc"))
-    layer, head = w.children[0].children
-    assert (layer.max, head.max) == (1, 1) and "application/vnd.jupyter.widget-view+json" in w._repr_mimebundle_()
-
-
-def test_static_where_no_kernel():
-    assert not course.widgets_available()                   # pytest: no kernel
-    live = conflict_viewer([{"step": 1, "cos": {"a/b": 0.3}}])
-    assert live.widget is None and set(live._repr_mimebundle_()) == {"image/png", "text/plain"}
+def test_briefs_come_from_the_markdown_not_the_library():
+    """Every marked function has a brief in the lesson's markdown, and the library code carries no exercise instructions."""
+    from minbert_nb.exercises import exercise_briefs, _directives
+    for name, names in EXERCISES.items():
+        cells = json.loads((REPO / "nbs" / f"{name}.ipynb").read_text())["cells"]
+        briefs = {}
+        for c in cells:
+            if c["cell_type"] == "markdown": briefs.update(exercise_briefs("".join(c["source"])))
+        missing = {n for n in names if n not in briefs and not n.endswith(("AddNorm.forward", "BertAttention.forward"))}
+        assert not missing, (name, missing)
+    for p in (REPO / "minbert_nb").glob("*.py"):
+        if p.name == "exercises.py": continue                          # the generator that reads them
+        assert not re.search(r"#\s*instructions:", p.read_text()), p
