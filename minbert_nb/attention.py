@@ -47,7 +47,8 @@ class MultiHeadSelfAttention(nn.Module):
     "Q, K, V projections and attention over `num_attention_heads` heads (HF: `attention.self`)."
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.n_head, self.impl, self.p = cfg.num_attention_heads, cfg.attn_impl, cfg.attention_probs_dropout_prob
+        self.n_head, self.impl, self.p = (cfg.num_attention_heads, cfg.attn_impl,
+                                          cfg.attention_probs_dropout_prob)
         self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
@@ -58,12 +59,18 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, output_attentions: bool = False,
                 packing: Packing | None = None):
-        "x: (B, T, C) → (context (B, T, C), probabilities (B, H, T, T) or None); with `packing`, x and context are (N, C) and `mask` is unused."
+        """x: (B, T, C) → (context (B, T, C), probabilities (B, H, T, T) or None); with `packing`, x and
+        context are (N, C) and `mask` is unused.
+        """
         p = self.p if self.training else 0.0
-        if not (output_attentions or self.impl == "eager"): return fast_attention(self, x, mask, p, packing), None
-        if packing is not None: raise ValueError("MultiHeadSelfAttention: a `packing` needs the sdpa path (attn_impl='sdpa', output_attentions=False)")
+        if not (output_attentions or self.impl == "eager"):
+            return fast_attention(self, x, mask, p, packing), None
+        if packing is not None:
+            raise ValueError("MultiHeadSelfAttention: a `packing` needs the sdpa path (attn_impl='sdpa',"
+                             " output_attentions=False)")
         B, T, C = x.shape
-        q, k, v = self.split(self.query(x)), self.split(self.key(x)), self.split(self.value(x))  # (B, H, T, d)
+        # (B, H, T, d)
+        q, k, v = self.split(self.query(x)), self.split(self.key(x)), self.split(self.value(x))
         y, probs = attention(q, k, v, mask, p)
         return y.transpose(1, 2).reshape(B, T, C), probs  # (B, T, H·d)
 
@@ -83,13 +90,16 @@ def plot_attention(probs: torch.Tensor,   # (T, S) one head's probabilities
 
 def attention_explorer(attentions, # per layer: (1, H, T, T) probabilities
                        tokens: list[str]):
-    "A layer / head picker over a sentence's attentions; the heatmap of layer 0, head 0 where widgets cannot render."
+    """A layer / head picker over a sentence's attentions; the heatmap of layer 0, head 0 where widgets cannot
+    render.
+    """
     def plot(l=0, h=0): return plot_attention(attentions[l][0, h], tokens, f"layer {l}, head {h}")
     def widget():
         import ipywidgets as w
         from minbert_nb.colab import redraw
         L, H = len(attentions), attentions[0].shape[1]
-        layer, head, out = w.IntSlider(0, 0, L - 1, description="layer"), w.IntSlider(0, 0, H - 1, description="head"), w.Output()
+        layer, head, out = (w.IntSlider(0, 0, L - 1, description="layer"),
+                            w.IntSlider(0, 0, H - 1, description="head"), w.Output())
         draw = lambda *_: redraw(out, lambda: plot(layer.value, head.value))
         layer.observe(draw, "value"); head.observe(draw, "value"); draw()
         return w.VBox([w.HBox([layer, head]), out])

@@ -6,20 +6,19 @@ Docs: https://minbert-nb.github.io/minbert-nb/engineering/bench.html.md"""
 
 # %% ../nbs/engineering/04_bench.ipynb #e1a3f850
 from __future__ import annotations
-import argparse, gc, json, os, platform, statistics, sys, time, traceback, warnings
+import gc, os, platform, statistics, sys, time, traceback
 from dataclasses import replace
 from typing import Callable, Literal
 
 import torch
 
-from .config import BertConfig, ConfigError, config_to_dict, preset
+from .config import BertConfig, config_to_dict, preset
 from .bert import BertModel
+from .optim import fused_adamw
 
 # %% auto #0
-__all__ = ['DTYPES', 'CLOCKS', 'EXTRAS', 'make_pair', 'random_batches', 'torch_adamw', 'bench_loss', 'make_step',
-           'time_alternating', 'peak_memory_mb', 'bench_models', 'markdown_table', 'plot_bench', 'bench_overheads',
-           'bench_data_path', 'technique_steps', 'data_path_steps', 'bench_extras', 'extras_table', 'build_parser',
-           'main']
+__all__ = ['DTYPES', 'CLOCKS', 'make_pair', 'random_batches', 'bench_loss', 'make_step', 'time_alternating', 'peak_memory_mb',
+           'bench_models', 'markdown_table', 'plot_bench']
 
 # %% ../nbs/engineering/04_bench.ipynb #1cfdc140
 def make_pair(cfg: BertConfig,            # the shape of both models
@@ -31,7 +30,8 @@ def make_pair(cfg: BertConfig,            # the shape of both models
     torch.manual_seed(seed)
     ours = BertModel(replace(cfg, attn_impl="sdpa"))
     d = {k: v for k, v in config_to_dict(cfg).items() if k != "architectures"}
-    hf = transformers.BertModel(transformers.BertConfig(**d, attn_implementation="sdpa"), add_pooling_layer=True)
+    hf = transformers.BertModel(
+        transformers.BertConfig(**d, attn_implementation="sdpa"), add_pooling_layer=True)
     hf.load_state_dict(ours.state_dict(), strict=True)
     return ours.to(device), hf.to(device)
 
@@ -39,14 +39,21 @@ def random_batches(cfg: BertConfig, batch_size: int, seq_len: int,
                    padding: Literal["random", "none"] = "random",  # lengths uniform in [T/4, T], or all T
                    n: int = 3,                                      # distinct batches, used in turn
                    seed: int = 0, device: str | torch.device = "cpu") -> list[dict]:
-    "`n` batches of random ids as the tokenizer would give them: `input_ids`, `attention_mask`, `token_type_ids`."
-    if padding not in ("random", "none"): raise ValueError(f"padding must be 'random' or 'none', got {padding!r}")
-    if seq_len > cfg.max_position_embeddings: raise ValueError(f"seq_len={seq_len} is longer than max_position_embeddings={cfg.max_position_embeddings}")
+    """`n` batches of random ids as the tokenizer would give them: `input_ids`, `attention_mask`,
+    `token_type_ids`.
+    """
+    if padding not in ("random", "none"):
+        raise ValueError(f"padding must be 'random' or 'none', got {padding!r}")
+    if seq_len > cfg.max_position_embeddings:
+        raise ValueError(
+            f"seq_len={seq_len} is longer than max_position_embeddings={cfg.max_position_embeddings}")
     g, out = torch.Generator().manual_seed(seed), []
     for _ in range(n):
         ids = torch.randint(1, cfg.vocab_size, (batch_size, seq_len), generator=g)
         lens = torch.full((batch_size,), seq_len)
-        if padding == "random": lens = torch.randint(max(1, seq_len // 4), seq_len + 1, (batch_size,), generator=g); lens[0] = seq_len
+        if padding == "random":
+            lens = torch.randint(max(1, seq_len // 4), seq_len + 1, (batch_size,), generator=g)
+            lens[0] = seq_len
         am = (torch.arange(seq_len)[None] < lens[:, None]).long()                 # (B, T)
         b = dict(input_ids=ids * am, attention_mask=am, token_type_ids=torch.zeros_like(ids))
         out.append({k: v.to(device) for k, v in b.items()})
@@ -55,21 +62,19 @@ def random_batches(cfg: BertConfig, batch_size: int, seq_len: int,
 # %% ../nbs/engineering/04_bench.ipynb #ba2b1de2
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-def torch_adamw(params, lr: float = 2e-5, weight_decay: float = 0.01, **kw) -> torch.optim.AdamW:
-    "`torch.optim.AdamW` with the fused kernel where this PyTorch has it for these parameters, else `foreach`."
-    params = list(params)
-    try: return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True, **kw)
-    except (RuntimeError, TypeError, ValueError): return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True, **kw)
-
 def bench_loss(last_hidden_state, pooler_output, attention_mask) -> torch.Tensor:
-    "A simple scalar that touches every output: masked mean square of the token vectors + mean square of the pooled one."
+    """A simple scalar that touches every output: masked mean square of the token vectors + mean square of the
+    pooled one.
+    """
     m = attention_mask[..., None].to(torch.float32)                               # (B, T, 1)
     h = last_hidden_state.float()
     return (h.square() * m).sum() / (m.sum() * h.size(-1)) + pooler_output.float().square().mean()
 
 def make_step(model: torch.nn.Module, mode: Literal["forward", "train"], dtype: str = "fp32",
               opt: torch.optim.Optimizer | None = None) -> Callable[[dict], torch.Tensor]:
-    "A function of a batch that runs one forward pass (returns the hidden states) or one training step (returns the loss)."
+    """A function of a batch that runs one forward pass (returns the hidden states) or one training step
+    (returns the loss).
+    """
     if mode not in ("forward", "train"): raise ValueError(f"mode must be 'forward' or 'train', got {mode!r}")
     if dtype not in DTYPES: raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if mode == "train" and opt is None: raise ValueError("make_step: mode='train' needs an optimizer")
@@ -77,7 +82,9 @@ def make_step(model: torch.nn.Module, mode: Literal["forward", "train"], dtype: 
     amp = dict(device_type=dev, dtype=DTYPES[dtype], enabled=dtype != "fp32")
     def run(b):
         with torch.autocast(**amp):
-            return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
+            return model(input_ids=b["input_ids"],
+                         attention_mask=b["attention_mask"],
+                         token_type_ids=b["token_type_ids"])
     def forward(b):
         with torch.inference_mode(): return run(b).last_hidden_state
     def train(b):
@@ -96,11 +103,15 @@ CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 def time_alternating(fns: dict[str, Callable[[int], object]],  # name → f(round) running one step
                      warmup: int = 1, repeats: int = 3, device: str | torch.device = "cpu",
                      on_warmup_end: Callable[[], None] | None = None,  # called before the first timed round
-                     clock: Literal["wall", "process"] = "wall",        # "process": CPU seconds of this process (CPU only)
+                     # "process": CPU seconds of this process (CPU only)
+                     clock: Literal["wall", "process"] = "wall",
                     ) -> dict[str, list[float]]:
-    "Seconds per call of each function over `repeats` timed rounds, after `warmup` untimed ones; the order alternates."
+    """Seconds per call of each function over `repeats` timed rounds, after `warmup` untimed ones; the order
+    alternates.
+    """
     device, names, now = torch.device(device), list(fns), CLOCKS[clock]
-    if clock == "process" and device.type != "cpu": raise ValueError("clock='process' measures CPU time; use clock='wall' on a GPU")
+    if clock == "process" and device.type != "cpu":
+        raise ValueError("clock='process' measures CPU time; use clock='wall' on a GPU")
     times = {k: [] for k in names}
     for r in range(warmup + repeats):
         if r == warmup and on_warmup_end is not None: on_warmup_end()
@@ -111,6 +122,7 @@ def time_alternating(fns: dict[str, Callable[[int], object]],  # name → f(roun
             if r >= warmup: times[k].append(now() - t0)
     return times
 
+# %% ../nbs/engineering/04_bench.ipynb #6f1dd3fb-1
 def peak_memory_mb(fn: Callable[[], object], device: str | torch.device = "cpu") -> float | None:
     "MiB that one call of `fn` allocates at its peak on top of what was allocated before it."
     device = torch.device(device)
@@ -122,7 +134,7 @@ def peak_memory_mb(fn: Callable[[], object], device: str | torch.device = "cpu")
     from torch.profiler import profile, ProfilerActivity
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: fn()
     cur = peak = 0
-    for e in sorted(prof.events(), key=lambda e: e.time_range.start):   # replay allocations and frees in order
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):  # replay allocations and frees in order
         cur += e.self_cpu_memory_usage; peak = max(peak, cur)
     return peak / 2**20
 
@@ -131,29 +143,35 @@ def _hardware(device: torch.device) -> str:
     if device.type == "cuda": return torch.cuda.get_device_name(device)
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"): return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    except OSError: pass
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
+    except OSError:
+        pass
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
 
 def _free(device: torch.device):
     gc.collect()
     if device.type == "cuda": torch.cuda.empty_cache()
 
-def _bench_one(pair, cfg, name, B, T, mode, dtype, compiled, padding, skip_padding, device, warmup, repeats, seed, memory, clock) -> dict:
+# %% ../nbs/engineering/04_bench.ipynb #b17e3098-1
+def _bench_one(pair, cfg, name, B, T, mode, dtype, compiled, padding, skip_padding, device, warmup, repeats,
+               seed, memory, clock) -> dict:
     ours, hf = pair
     hf.load_state_dict(ours.state_dict())                     # start each combination from the same weights
     batches = random_batches(cfg, B, T, padding, n=3, seed=seed, device=device)
     for m in pair: m.train(mode == "train")
     if compiled: torch._dynamo.reset()
     runs = [torch.compile(m) if compiled else m for m in pair]
-    opts = [torch_adamw(m.parameters(), lr=1e-5) if mode == "train" else None for m in pair]
+    opts = [fused_adamw(m.parameters(), lr=1e-5, weight_decay=0.01) if mode == "train" else None for m in pair
+    ]
     steps = {k: make_step(r, mode, dtype, o) for k, r, o in zip(("ours", "hf"), runs, opts)}
     outs, mem = {}, {}
-    mem_round = (warmup - 1 if compiled else 0) if memory and warmup > 0 else None   # an untimed round; after compiling
+    # an untimed round; after compiling
+    mem_round = (warmup - 1 if compiled else 0) if memory and warmup > 0 else None
     def call(k):
         def f(r):
             b = batches[r % len(batches)]
-            if r == mem_round: mem[k] = peak_memory_mb(lambda: outs.setdefault(k, steps[k](b)), device)
+            if r == mem_round:mem[k] = peak_memory_mb(lambda: outs.setdefault(k, steps[k](b)), device)
             else: outs.setdefault(k, steps[k](b))
         return f
     t = time_alternating({k: call(k) for k in steps}, warmup, repeats, device, None, clock)
@@ -165,28 +183,34 @@ def _bench_one(pair, cfg, name, B, T, mode, dtype, compiled, padding, skip_paddi
         diff = (outs["ours"].float() - outs["hf"].float())[m].abs().max().item()
     real = sum(b["attention_mask"].sum().item() for b in batches) / (len(batches) * tokens)
     return dict(ours_tok_s=tokens / med["ours"], hf_tok_s=tokens / med["hf"], ratio=med["hf"] / med["ours"],
-                step_ms=1e3 * med["ours"], hf_step_ms=1e3 * med["hf"],
-                peak_mem_mb=mem.get("ours"), hf_peak_mem_mb=mem.get("hf"), max_abs_diff=diff, real_tokens=real)
+                step_ms=1e3 * med["ours"], hf_step_ms=1e3 * med["hf"], peak_mem_mb=mem.get("ours"),
+                hf_peak_mem_mb=mem.get("hf"), max_abs_diff=diff, real_tokens=real)
 
+# %% ../nbs/engineering/04_bench.ipynb #b17e3098-2
 def bench_models(model_names=("minilm", "base"),                  # presets of `00_config`
                  batch_sizes=(32, 64), seq_len: int = 128,
                  modes=("forward", "train"),
-                 dtypes=None,                                     # default ("fp32",) on CPU, ("bf16", "fp32") on a GPU
-                 compile=None,                                    # default (False,) on CPU, (False, True) on a GPU
-                 paddings=("random",),                            # "random" and/or "none" (full-length batches)
+                 dtypes=None,  # default ("fp32",) on CPU, ("bf16", "fp32") on a GPU
+                 compile=None,  # default (False,) on CPU, (False, True) on a GPU
+                 paddings=("random",),  # "random" and/or "none" (full-length batches)
                  device: str | torch.device = "cpu",
-                 repeats: int | None = None, warmup: int | None = None,  # default 3 and 1 on CPU, 20 and 5 on a GPU
-                 skip_padding: Literal["auto", "eager", "always", "never"] = "auto",  # our `BertConfig.skip_padding`
-                 time_budget_s: float | None = None,              # skip the combinations left once this is spent
+                 # default 3 and 1 on CPU, 20 and 5 on a GPU
+                 repeats: int | None = None, warmup: int | None = None,
+                 # our `BertConfig.skip_padding`
+                 skip_padding: Literal["auto", "eager", "always", "never"] = "auto",
+                 time_budget_s: float | None = None,  # skip the combinations left once this is spent
                  memory: bool = True,                             # measure peak memory (in a warm-up step)
-                 threads: int | None = None,                      # torch CPU threads for the run (default: as set)
-                 clock: Literal["wall", "process"] = "wall",      # "process" (CPU only): CPU seconds, steadier on a busy machine
+                 threads: int | None = None,  # torch CPU threads for the run (default: as set)
+                 # "process" (CPU only): CPU seconds, steadier on a busy machine
+                 clock: Literal["wall", "process"] = "wall",
                  seed: int = 0,
-                 on_row: Callable[[dict], None] | None = None,    # called with each row as it is done (progress)
+                 # called with each row as it is done (progress)
+                 on_row: Callable[[dict], None] | None = None,
                 ) -> list[dict]:
     "Ours against `transformers.BertModel` over every combination; one dict per combination."
     device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available(): raise ValueError("device='cuda' but torch.cuda.is_available() is False")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch.cuda.is_available() is False")
     gpu = device.type == "cuda"
     dtypes = tuple(dtypes or (("bf16", "fp32") if gpu else ("fp32",)))
     compile = tuple(compile if compile is not None else ((False, True) if gpu else (False,)))
@@ -195,13 +219,17 @@ def bench_models(model_names=("minilm", "base"),                  # presets of `
     for d in dtypes:
         if d not in DTYPES: raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {d!r}")
     if clock not in CLOCKS: raise ValueError(f"clock must be 'wall' or 'process', got {clock!r}")
-    if clock == "process" and gpu: raise ValueError("clock='process' measures CPU time; use clock='wall' on a GPU")
+    if clock == "process" and gpu:
+        raise ValueError("clock='process' measures CPU time; use clock='wall' on a GPU")
     old_threads = torch.get_num_threads()
     if threads: torch.set_num_threads(threads)
-    try: return _bench_grid(model_names, batch_sizes, seq_len, modes, dtypes, compile, paddings, device, repeats, warmup,
-                            skip_padding, time_budget_s, memory, clock, seed, on_row)
-    finally: torch.set_num_threads(old_threads)
+    try:
+        return _bench_grid(model_names, batch_sizes, seq_len, modes, dtypes, compile, paddings, device,
+                           repeats, warmup, skip_padding, time_budget_s, memory, clock, seed, on_row)
+    finally:
+        torch.set_num_threads(old_threads)
 
+# %% ../nbs/engineering/04_bench.ipynb #b17e3098-3
 def _bench_grid(model_names, batch_sizes, seq_len, modes, dtypes, compile, paddings, device, repeats, warmup,
                 skip_padding, time_budget_s, memory, clock, seed, on_row) -> list[dict]:
     hw, t_start, rows = _hardware(device), time.perf_counter(), []
@@ -213,19 +241,25 @@ def _bench_grid(model_names, batch_sizes, seq_len, modes, dtypes, compile, paddi
                 for compiled in compile:
                     for dtype in dtypes:
                         for mode in modes:
-                            row = dict(model=name, mode=mode, dtype=dtype, device=device.type, compile=bool(compiled),
-                                       batch_size=B, seq_len=seq_len, padding=padding, skip_padding=skip_padding,
-                                       ours_tok_s=None, hf_tok_s=None, ratio=None, step_ms=None, peak_mem_mb=None,
-                                       repeats=repeats, threads=torch.get_num_threads() if device.type == "cpu" else None,
+                            row = dict(model=name, mode=mode, dtype=dtype, device=device.type,
+                                       compile=bool(compiled), batch_size=B, seq_len=seq_len, padding=padding,
+                                       skip_padding=skip_padding, ours_tok_s=None, hf_tok_s=None, ratio=None,
+                                       step_ms=None, peak_mem_mb=None, repeats=repeats,
+                                       threads=torch.get_num_threads() if device.type == "cpu" else None,
                                        clock=clock, hardware=hw, error=None)
                             if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
                                 row["error"] = f"skipped: time budget of {time_budget_s:.0f}s spent"
                             else:
                                 try:
-                                    if pair is None: pair = make_pair(replace(cfg, skip_padding=skip_padding), device, seed)
+                                    if pair is None:
+                                        pair = make_pair(replace(cfg, skip_padding=skip_padding), device, seed
+                                        )
                                     w = max(warmup, 3) if compiled else warmup
-                                    row.update(_bench_one(pair, cfg, name, B, seq_len, mode, dtype, compiled, padding,
-                                                          skip_padding, device, w, repeats, seed, memory, clock))
+                                    row.update(
+                                        _bench_one(pair, cfg, name, B, seq_len, mode, dtype, compiled,
+                                                   padding, skip_padding, device, w, repeats, seed, memory,
+                                                   clock)
+                                    )
                                 except Exception as e:
                                     row["error"] = f"{type(e).__name__}: {e}"[:500]
                                     traceback.print_exc(file=sys.stderr)
@@ -241,204 +275,41 @@ def _compile_cell(r: dict) -> str:
     return ("yes (packed)" if r.get("skip_padding") == "always" else "yes") if r["compile"] else "no"
 
 def _label(r: dict) -> str:
-    return (f"{r['model']} b{r['batch_size']} {r['mode']} {r['dtype']}" + {"no": "", "yes": " compiled"}.get(_compile_cell(r), " compiled (packed)")
+    return (f"{r['model']} b{r['batch_size']} {r['mode']} {r['dtype']}"
+            + {"no": "", "yes": " compiled"}.get(_compile_cell(r), " compiled (packed)")
             + (" full-length" if r.get("padding") == "none" else ""))
 
 def markdown_table(rows: list[dict]) -> str:
     "The rows as a Markdown table: tokens/s of each model, the ratio, step time, peak memory."
-    head = "| model | batch | mode | dtype | compile | padding | ours tok/s | HF tok/s | ratio | ours ms | HF ms | ours MiB | HF MiB |"
+    head = (
+        "| model | batch | mode | dtype | compile | padding | ours tok/s | HF tok/s | ratio | ours ms | HF ms"
+        " | ours MiB | HF MiB |")
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     f = lambda v, spec: "–" if v is None else format(v, spec)
     for r in rows:
         if r.get("error"):
-            out.append(f"| {r['model']} | {r['batch_size']} | {r['mode']} | {r['dtype']} | {_compile_cell(r)} | {r.get('padding', '')} | error: {r['error'][:80]} |||||||")
+            out.append(
+                f"| {r['model']} | {r['batch_size']} | {r['mode']} | {r['dtype']} | {_compile_cell(r)} |"
+                f" {r.get('padding', '')} | error: {r['error'][:80]} |||||||")
             continue
-        out.append(f"| {r['model']} | {r['batch_size']} | {r['mode']} | {r['dtype']} | {_compile_cell(r)} | {r.get('padding', '')} "
-                   f"| {f(r['ours_tok_s'], ',.0f')} | {f(r['hf_tok_s'], ',.0f')} | **{f(r['ratio'], '.2f')}×** "
-                   f"| {f(r['step_ms'], '.1f')} | {f(r.get('hf_step_ms'), '.1f')} | {f(r['peak_mem_mb'], ',.0f')} | {f(r.get('hf_peak_mem_mb'), ',.0f')} |")
+        out.append(
+            f"| {r['model']} | {r['batch_size']} | {r['mode']} | {r['dtype']} | {_compile_cell(r)} |"
+            f" {r.get('padding', '')} | {f(r['ours_tok_s'], ',.0f')} | {f(r['hf_tok_s'], ',.0f')} |"
+            f" **{f(r['ratio'], '.2f')}×** | {f(r['step_ms'], '.1f')} | {f(r.get('hf_step_ms'), '.1f')} |"
+            f" {f(r['peak_mem_mb'], ',.0f')} | {f(r.get('hf_peak_mem_mb'), ',.0f')} |")
     return "\n".join(out)
 
+# %% ../nbs/engineering/04_bench.ipynb #05ca1e5a-1
 def plot_bench(rows: list[dict], title: str = "minBERT / Hugging Face tokens per second"):
-    "A bar per row: the ratio of our tokens/s to Hugging Face's (rows with an error are left out); returns the figure."
+    """A bar per row: the ratio of our tokens/s to Hugging Face's (rows with an error are left out); returns
+    the figure.
+    """
     import matplotlib.pyplot as plt
     ok = [r for r in rows if r.get("ratio") is not None]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(ok) + 1.2))
-    ax.barh(range(len(ok)), [r["ratio"] for r in ok], color=["tab:green" if r["ratio"] >= 1 else "tab:red" for r in ok])
+    ax.barh(range(len(ok)), [r["ratio"] for r in ok],
+            color=["tab:green" if r["ratio"] >= 1 else "tab:red" for r in ok])
     ax.set_yticks(range(len(ok)), [_label(r) for r in ok]); ax.invert_yaxis()
     ax.axvline(1.0, color="k", lw=1, ls="--")
     ax.set_xlabel("ratio (ours / HF), higher is faster"); ax.set_title(title); fig.tight_layout()
     return fig
-
-# %% ../nbs/engineering/04_bench.ipynb #e0b80600
-def bench_overheads(steps: dict[str, Callable[[], object]],   # name → one full training step (closure over its model and batch)
-                    baseline: str = "plain",                  # the step the others are compared with
-                    device: str | torch.device = "cpu", warmup: int = 1, repeats: int = 5,
-                    memory: bool = True) -> list[dict]:
-    "Time training-step variants (plain, PCGrad, SMART, LoRA, …) against `baseline`, alternating; one row per variant."
-    if baseline not in steps: raise ValueError(f"baseline {baseline!r} is not one of the steps: {', '.join(steps)}")
-    device = torch.device(device)
-    mem = {}
-    t = time_alternating({k: (lambda r, f=f: f()) for k, f in steps.items()}, warmup, repeats, device,
-                         on_warmup_end=(lambda: mem.update({k: peak_memory_mb(f, device) for k, f in steps.items()})) if memory else None)
-    base = statistics.median(t[baseline])
-    return [dict(name=k, step_ms=1e3 * statistics.median(v), overhead=statistics.median(v) / base,
-                 peak_mem_mb=mem.get(k), device=device.type, repeats=repeats) for k, v in t.items()]
-
-def bench_data_path(make_batch: Callable[[], object],        # tokenize + collate one batch (on the host)
-                    step: Callable[[object], object],         # one training step on such a batch
-                    device: str | torch.device = "cpu", warmup: int = 1, repeats: int = 5) -> dict:
-    "Milliseconds for the data path and for the model step on its batch, and the data path's share of the two."
-    batch = make_batch()
-    t = time_alternating({"data": lambda r: make_batch(), "step": lambda r: step(batch)}, warmup, repeats, device)
-    d, s = (1e3 * statistics.median(t[k]) for k in ("data", "step"))
-    return dict(data_ms=d, step_ms=s, data_share=d / (d + s), device=torch.device(device).type, repeats=repeats)
-
-# %% ../nbs/engineering/04_bench.ipynb #7898fa28
-def _task_batches(tok, batch_size: int, seq_len: int, heads, device) -> dict[str, dict]:
-    "One batch per task from the bundled sample (repeated up to `batch_size`), on `device`."
-    from minbert_nb.data import load_split, TaskDataset, collate
-    out = {}
-    for t in heads.tasks:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")            # the sample's "not for real scores" note: this is a timing
-            ds = TaskDataset(load_split(t, "train", "sample"), tok, t, heads.pair_mode(t), max_len=seq_len)
-        b = collate([ds[i % len(ds)] for i in range(batch_size)])
-        out[t] = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in b.items()}
-    return out
-
-EXTRAS = {"plain": {}, "pcgrad": {"pcgrad": True}, "smart": {"smart": {"sts": 10}},      # the variants `--extras` times:
-          "lora": {"lora": {"r": 8, "alpha": 16, "targets": ["query", "value"]}}}          # run-config sections
-
-def technique_steps(model_name: str = "minilm",          # a preset (random weights, the offline vocabulary)
-                    batch_size: int = 16,                # examples per task per step
-                    seq_len: int = 64,                   # the tokenizer's max_len
-                    device: str = "cpu",
-                    variants=tuple(EXTRAS), seed: int = 0) -> dict[str, Callable[[], object]]:
-    "name → one full multitask training step with the technique plugged in as a run does it (`08_run`)."
-    import copy
-    from minbert_nb.bert import load_tokenizer
-    from minbert_nb.heads import HeadsConfig, MultitaskBert
-    from minbert_nb.run import Run, RunConfig, technique
-    from minbert_nb.train import WeightedSum
-    if unknown := [v for v in variants if v not in EXTRAS]:
-        raise ValueError(f"technique_steps: unknown variant(s) {unknown}; expected {', '.join(EXTRAS)}")
-    torch.manual_seed(seed)
-    heads = HeadsConfig()
-    base = MultitaskBert(BertModel(preset(model_name)), heads).to(device)
-    batches = _task_batches(load_tokenizer(), batch_size, seq_len, heads, device)
-    def make(name):
-        rc = RunConfig(heads=heads, **EXTRAS[name])
-        run = Run(rc, copy.deepcopy(base).train(), None)
-        for n, settings in rc.techniques(): technique(n).apply(run, settings)
-        m, strat, regs = run.model, run.strategy or WeightedSum(), run.regularizers
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5, foreach=True)
-        def step():
-            opt.zero_grad(set_to_none=True)
-            losses = {}
-            for t, b in batches.items():
-                out = m.task_forward(t, b)
-                loss = m.task_loss(t, out.float(), b)
-                if t in regs: loss = loss + regs[t](m, t, b, out, 0)
-                losses[t] = loss
-            strat.backward(losses, lambda l: l); strat.before_step(); opt.step()
-        return step
-    return {v: make(v) for v in variants}
-
-def data_path_steps(batch_size: int = 16, seq_len: int = 64) -> dict[str, Callable[[], object]]:
-    "name → one batch's host work: 'tokenize+collate' from raw STS pairs, and 'collate' of pre-tokenized items."
-    from minbert_nb.bert import load_tokenizer
-    from minbert_nb.data import load_split, TaskDataset, collate
-    tok = load_tokenizer()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")                # the sample's "not for real scores" note: this is a timing
-        ex = load_split("sts", "train", "sample")
-    ex = [ex[i % len(ex)] for i in range(batch_size)]
-    ds = TaskDataset(ex, tok, "sts", "siamese", max_len=seq_len)
-    def tokenize_collate():
-        fresh = TaskDataset(ex, tok, "sts", "siamese", max_len=seq_len)   # tokenizes the raw pairs
-        return collate([fresh[i] for i in range(batch_size)])
-    return {"tokenize+collate": tokenize_collate, "collate": lambda: collate([ds[i] for i in range(batch_size)])}
-
-def bench_extras(model_name: str = "minilm", batch_size: int = 16, seq_len: int = 64, device: str = "cpu",
-                 warmup: int = 1, repeats: int = 5, memory: bool = False) -> list[dict]:
-    "Rows: each technique's step against the plain step, and the data path against the plain step."
-    steps = technique_steps(model_name, batch_size, seq_len, device)
-    rows = [dict(r, kind="technique", model=model_name, batch=batch_size, seq_len=seq_len)
-            for r in bench_overheads(steps, device=device, warmup=warmup, repeats=repeats, memory=memory)]
-    for name, f in data_path_steps(batch_size, seq_len).items():
-        d = bench_data_path(f, lambda b: steps["plain"](), device=device, warmup=warmup, repeats=repeats)
-        rows.append(dict(name=name, kind="data path", model=model_name, batch=batch_size, seq_len=seq_len, step_ms=d["data_ms"],
-                         overhead=d["data_ms"] / d["step_ms"], data_share=d["data_share"], device=d["device"], repeats=repeats))
-    return rows
-
-def extras_table(rows: list[dict]) -> str:
-    "Markdown: ms per step and the ratio to the plain step."
-    lines = ["| what | kind | ms | × plain step |", "|---|---|---|---|"]
-    for r in rows: lines.append(f"| {r['name']} | {r['kind']} | {r['step_ms']:,.1f} | {r['overhead']:.3f} |")
-    return "\n".join(lines)
-
-# %% ../nbs/engineering/04_bench.ipynb #06b190fc
-def _csv(s: str) -> list[str]: return [x.strip() for x in s.split(",") if x.strip()]
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="minbert bench", description="minBERT against transformers.BertModel: same config, weights and batches.")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
-    p.add_argument("--models", default="minilm,base", help="comma-separated presets (tiny, minilm, base)")
-    p.add_argument("--batch-sizes", default="32,64", help="comma-separated batch sizes")
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--modes", default="forward,train", help="forward and/or train")
-    p.add_argument("--dtypes", default=None, help="fp32, bf16, fp16 (default: fp32 on CPU, bf16,fp32 on a GPU)")
-    p.add_argument("--compile", choices=("off", "on", "both"), default=None, help="torch.compile (default: off on CPU, both on a GPU)")
-    p.add_argument("--padding", choices=("random", "none", "both"), default="random", help="random lengths, full-length batches, or both")
-    p.add_argument("--skip-padding", choices=("auto", "eager", "always", "never"), default="auto", help="our BertConfig.skip_padding")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3 on CPU, 20 on a GPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 1 on CPU, 5 on a GPU)")
-    p.add_argument("--time-budget", type=float, default=None, help="seconds; combinations left after it are skipped")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--clock", choices=("wall", "process"), default="wall", help="process: CPU seconds, steadier on a busy CPU-only machine")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
-    p.add_argument("--out", default=None, help="also write the JSON rows to this file")
-    p.add_argument("--extras", action="store_true", help="instead: each technique's step and the data path against a plain step "
-                   "(first of --models and --batch-sizes, --seq-len)")
-    return p
-
-def _write_json(rows: list[dict], path: str):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f: json.dump(rows, f, indent=1)
-    os.replace(tmp, path)
-
-def main(argv: list[str] | None = None) -> int:
-    "Entry point of `python -m minbert_nb.bench` (and `minbert bench`)."
-    a = build_parser().parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-    done = []
-    def progress(r):   # one line per row on stderr; with --out the file holds every row so far (a killed run keeps them)
-        done.append(r)
-        print(f"{_label(r)}: ratio {r['ratio'] if r['ratio'] is None else round(r['ratio'], 3)}"
-              + (f" ({r['error']})" if r["error"] else ""), file=sys.stderr, flush=True)
-        if a.out: _write_json(done, a.out)
-    try:
-        if not all(x.isdigit() and int(x) > 0 for x in _csv(a.batch_sizes)):
-            raise ValueError(f"--batch-sizes: expected comma-separated positive integers, got {a.batch_sizes!r}")
-        if a.extras:
-            if a.threads: torch.set_num_threads(a.threads)
-            rows = bench_extras(_csv(a.models)[0], int(_csv(a.batch_sizes)[0]), a.seq_len, device,
-                                a.warmup or (1 if device == "cpu" else 3), a.repeats or (3 if device == "cpu" else 10), not a.no_memory)
-            if a.out: _write_json(rows, a.out)
-            print(json.dumps(rows, indent=1) if a.json else extras_table(rows))
-            return 0
-        rows = bench_models(_csv(a.models), [int(x) for x in _csv(a.batch_sizes)], a.seq_len, _csv(a.modes),
-                            _csv(a.dtypes) if a.dtypes else None,
-                            None if a.compile is None else {"off": (False,), "on": (True,), "both": (False, True)}[a.compile],
-                            ("random", "none") if a.padding == "both" else (a.padding,), device, a.repeats, a.warmup,
-                            a.skip_padding, a.time_budget, not a.no_memory, a.threads, a.clock,
-                            on_row=progress)
-    except (ValueError, ConfigError) as e:
-        print(f"minbert bench: error: {e}", file=sys.stderr); return 2
-    if a.out: _write_json(rows, a.out)
-    print(json.dumps(rows, indent=1) if a.json else markdown_table(rows))
-    return 0
-
-if __name__ == "__main__" and sys.argv[0].endswith("bench.py"): sys.exit(main())   # `python -m minbert_nb.bench`, not a notebook kernel

@@ -55,7 +55,9 @@ class AddNorm(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, h, x):
-        "h: the sub-layer's output (..., d_in), x: its input (..., C) → LayerNorm(x + Dropout(dense(h))), (..., C)."
+        """h: the sub-layer's output (..., d_in), x: its input (..., C) → LayerNorm(x + Dropout(dense(h))),
+        (..., C).
+        """
         return self.LayerNorm(x + self.dropout(self.dense(h)))
 
 class BertAttention(nn.Module):
@@ -66,13 +68,15 @@ class BertAttention(nn.Module):
         self.output = AddNorm(cfg.hidden_size, cfg)
 
     def forward(self, x, mask=None, output_attentions=False, packing=None):
-        "x → (AddNorm of the heads' context with x, the probabilities or None): run `self` (its arguments are this forward's), then `output`."
+        """x → (AddNorm of the heads' context with x, the probabilities or None): run `self` (its arguments
+        are this forward's), then `output`.
+        """
         h, probs = self.self(x, mask, output_attentions, packing)
         return self.output(h, x), probs
 
 # %% ../nbs/02_bert.ipynb #aa92115f
-_ACT = {"gelu": F.gelu, "relu": F.relu,
-        "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
+_ACT = {"gelu": F.gelu, "relu": F.relu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+        "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
 
 class BertIntermediate(nn.Module):
     "GELU(x W1 + b1): the first half of the feed-forward network."
@@ -112,7 +116,8 @@ class BertEncoder(nn.Module):
             x, probs = layer(x, mask, output_attentions, packing)
             if output_hidden_states: hidden.append(full(x))
             if output_attentions: attns.append(probs)
-        return x, (tuple(hidden) if hidden is not None else None), (tuple(attns) if attns is not None else None)
+        return (x, (tuple(hidden) if hidden is not None else None),
+                (tuple(attns) if attns is not None else None))
 
 class BertPooler(nn.Module):
     "tanh(W h_[CLS] + b)."
@@ -159,7 +164,7 @@ class BertModel(nn.Module):
         mask, packing = masks_for(attention_mask, self.config.skip_padding, fast)  # (B, 1, 1, T) or a Packing
         if packing is not None: x = packing.unpad(x)                               # (N, C) real tokens
         h, hidden, attns = self.encoder(x, mask, output_hidden_states, output_attentions, packing)
-        if packing is not None: h = packing.pad(h)                                 # (B, T, C), zeros at padding
+        if packing is not None: h = packing.pad(h)  # (B, T, C), zeros at padding
         return BertOutput(h, self.pooler(h), hidden, attns)
 
 # %% ../nbs/02_bert.ipynb #0bbae591
@@ -171,24 +176,33 @@ def normalize_key(k: str) -> str:
     return k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
 
 def _load_bin(pt: Path) -> dict:
-    "A `pytorch_model.bin` read with `weights_only=True`: plain tensors only; anything else is refused, saying what."
+    """A `pytorch_model.bin` read with `weights_only=True`: plain tensors only; anything else is refused,
+    saying what.
+    """
     try: return torch.load(pt, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as e:
-        what = next((l.strip() for l in str(e).splitlines() if "Unsupported" in l or "GLOBAL" in l), type(e).__name__)
-        raise CheckpointError(f"{pt}: refused: the file is not plain tensors ({what}). Loading it would run code or "
-                              "build objects that a checkpoint never needs. Use the publisher's model.safetensors, "
-                              "or convert the file with a tool you trust.") from None
+        what = next((l.strip() for l in str(e).splitlines() if "Unsupported" in l or "GLOBAL" in l),
+                    type(e).__name__)
+        raise CheckpointError(
+            f"{pt}: refused: the file is not plain tensors ({what}). Loading it would run code or "
+            "build objects that a checkpoint never needs. Use the publisher's model.safetensors, "
+            "or convert the file with a tool you trust.") from None
 
 def read_state_dict(folder) -> dict[str, torch.Tensor]:
-    "All tensors of a checkpoint folder: `model.safetensors` first; `pytorch_model.bin` only as plain tensors."
+    """All tensors of a checkpoint folder: `model.safetensors` first; `pytorch_model.bin` only as plain
+    tensors.
+    """
     folder = Path(folder)
     st, pt = folder/"model.safetensors", folder/"pytorch_model.bin"
     if st.exists(): return read_tensors(st)
     if pt.exists(): return _load_bin(pt)
     raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
+# %% ../nbs/02_bert.ipynb #0bbae591-1
 def check_state_dict(model: nn.Module, sd: dict, source: str) -> dict:
-    "Match `sd` to `model` strictly; raises `CheckpointError` naming missing, unexpected or mis-shaped tensors."
+    """Match `sd` to `model` strictly; raises `CheckpointError` naming missing, unexpected or mis-shaped
+    tensors.
+    """
     sd = {normalize_key(k): v for k, v in sd.items()}
     sd = {k: v for k, v in sd.items() if not k.startswith(_IGNORED_PREFIXES)}
     own = model.state_dict()
@@ -197,8 +211,11 @@ def check_state_dict(model: nn.Module, sd: dict, source: str) -> dict:
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in sd and sd[k].shape != own[k].shape]
     problems = []
-    if missing: problems.append(f"missing tensors: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
-    if unexpected: problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}")
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(
+            f"unexpected tensors: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}")
     if shapes: problems.append("shape mismatch: " + "; ".join(shapes[:8]))
     if problems: raise CheckpointError(f"{source}: " + " | ".join(problems))
     return sd
@@ -207,9 +224,12 @@ def check_state_dict(model: nn.Module, sd: dict, source: str) -> dict:
 @patch(cls_method=True)
 @torch.no_grad()
 def from_pretrained(cls: BertModel, name_or_dir=None, **runtime):
-    "Load a Hub id, a local HF folder, or `minilm` (the offline default), strictly; in eval mode. `runtime`: `attn_impl`, `skip_padding`."
+    """Load a Hub id, a local HF folder, or `minilm` (the offline default), strictly; in eval mode. `runtime`:
+    `attn_impl`, `skip_padding`.
+    """
     folder = resolve_model(name_or_dir)
-    if not (folder/"config.json").exists(): raise CheckpointError(f"{folder}: no config.json; expected a Hugging Face BERT checkpoint folder")
+    if not (folder / "config.json").exists():
+        raise CheckpointError(f"{folder}: no config.json; expected a Hugging Face BERT checkpoint folder")
     cfg = replace(load_config(folder), **{k: v for k, v in runtime.items() if v is not None})
     model = cls(cfg)
     sd = check_state_dict(model, read_state_dict(folder), str(folder))

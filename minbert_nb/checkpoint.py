@@ -48,7 +48,8 @@ def _shared(tensors) -> set:
 def save_tensors(tensors: dict, path, metadata: dict | None = None):
     "safetensors, atomically (tensors made contiguous and unshared)."
     dup = _shared(tensors)
-    t = {k: v.detach().contiguous().clone() if v.data_ptr() in dup else v.detach().contiguous() for k, v in tensors.items()}
+    t = {k: v.detach().contiguous().clone() if v.data_ptr() in dup else v.detach().contiguous()
+         for k, v in tensors.items()}
     atomic_write(Path(path), lambda p: save_file(t, p, metadata=metadata))
 
 # %% ../nbs/engineering/01_checkpoint.ipynb #ck000008
@@ -57,20 +58,25 @@ def read_json(path) -> dict:
     p = Path(path)
     if not p.is_file(): raise CheckpointError(f"{p}: missing")
     try: return json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(f"{p}: not valid JSON ({e}); the file is damaged or truncated") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{p}: not valid JSON ({e}); the file is damaged or truncated") from None
 
 def read_tensors(path, device: str = "cpu") -> dict[str, torch.Tensor]:
     "A safetensors file; a `CheckpointError` naming it when it is missing, empty or truncated."
     p = Path(path)
     if not p.is_file(): raise CheckpointError(f"{p}: missing")
     try: return load_file(str(p), device=device)
-    except Exception as e: raise CheckpointError(f"{p}: not a readable safetensors file ({type(e).__name__}: {e}); the file is damaged or truncated") from None
+    except Exception as e:
+        raise CheckpointError(f"{p}: not a readable safetensors file ({type(e).__name__}: {e}); "
+                              "the file is damaged or truncated") from None
 
 # %% ../nbs/engineering/01_checkpoint.ipynb #ck000011
 MANIFEST = "manifest.json"
 
 def write_folder(folder, write: Callable[[Path], None], info: dict | None = None) -> Path:
-    "Write a whole folder: `write(tmp)` fills a hidden sibling, then it replaces `folder` (the old one stays until then)."
+    """Write a whole folder: `write(tmp)` fills a hidden sibling, then it replaces `folder` (the old one stays
+    until then).
+    """
     folder = Path(folder); folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     old = folder.parent/f".{folder.name}.old"
@@ -87,18 +93,25 @@ def write_folder(folder, write: Callable[[Path], None], info: dict | None = None
     shutil.rmtree(old, ignore_errors=True)
     return folder
 
+# %% ../nbs/engineering/01_checkpoint.ipynb #ck000011-1
 def check_folder(folder) -> dict:
-    "The manifest of a folder written by `write_folder`, after checking every file against it; a `CheckpointError` naming what is wrong."
+    """The manifest of a folder written by `write_folder`, after checking every file against it; a
+    `CheckpointError` naming what is wrong.
+    """
     folder = Path(folder)
     old = folder.parent/f".{folder.name}.old"
     if not folder.exists() and old.exists(): os.replace(old, folder)       # a crash between the two renames
     if not folder.is_dir(): raise CheckpointError(f"{folder}: no such checkpoint folder")
-    if not (folder/MANIFEST).exists(): raise CheckpointError(f"{folder}: no {MANIFEST}; not a complete checkpoint (written by an older version, or by hand)")
+    if not (folder / MANIFEST).exists():
+        raise CheckpointError(
+            f"{folder}: no {MANIFEST}; not a complete checkpoint (written by an older version, or by hand)")
     man = read_json(folder/MANIFEST)
     for name, size in man.get("files", {}).items():
         p = folder/name
         if not p.is_file(): raise CheckpointError(f"{p}: missing from the checkpoint (its manifest lists it)")
-        if p.stat().st_size != size: raise CheckpointError(f"{p}: {p.stat().st_size} bytes, the manifest says {size}; the checkpoint is damaged")
+        if p.stat().st_size != size:
+            raise CheckpointError(
+                f"{p}: {p.stat().st_size} bytes, the manifest says {size}; the checkpoint is damaged")
     return man
 
 # %% ../nbs/engineering/01_checkpoint.ipynb #ck000015
@@ -108,12 +121,15 @@ class RunLockedError(RuntimeError):
 _HELD: dict[str, int] = {}   # lock files this process holds, and how many `with` blocks hold each
 
 class RunLock:
-    "An exclusive lock on a run folder for the life of a `with` block; a second holder gets a `RunLockedError` naming the first."
+    """An exclusive lock on a run folder for the life of a `with` block; a second holder gets a
+    `RunLockedError` naming the first.
+    """
     def __init__(self, folder): self.path, self.fd = Path(folder).resolve()/".lock", None
 
     def __enter__(self):
         key = str(self.path)
-        if key in _HELD: _HELD[key] += 1; return self       # this process holds it already (the run, then its trainer)
+        # this process holds it already (the run, then its trainer)
+        if key in _HELD: _HELD[key] += 1; return self
         try: import fcntl
         except ImportError: return self                    # no flock (Windows): no lock
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,11 +139,16 @@ class RunLock:
             os.close(fd)
             try: who = json.loads(self.path.read_text())
             except (OSError, ValueError): who = {}
-            raise RunLockedError(f"{self.path.parent}: another run is writing here (pid {who.get('pid', '?')} on {who.get('host', '?')}, "
-                                 f"since {who.get('started', '?')}: {who.get('command', '?')}); wait for it, stop it, or use another --out") from None
+            raise RunLockedError(f"{self.path.parent}: another run is writing here "
+                                 f"(pid {who.get('pid', '?')} on {who.get('host', '?')}, "
+                                 f"since {who.get('started', '?')}: {who.get('command', '?')}); "
+                                 "wait for it, stop it, or use another --out") from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                 "command": " ".join(sys.argv)[:300]}).encode())
+        os.write(
+            fd,
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        "command": " ".join(sys.argv)[:300]}).encode())
         self.fd, _HELD[key] = fd, 1
         return self
 
@@ -161,7 +182,8 @@ def opt_from_files(tensors: dict, meta: dict) -> dict:
 def rng_state() -> tuple[dict, dict]:
     "RNG states: torch's (and each CUDA device's) as tensors, Python's and NumPy's as JSON."
     t = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available(): t.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    if torch.cuda.is_available():
+        t.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     py, npst = random.getstate(), np.random.get_state()
     return t, {"python": [py[0], list(py[1]), py[2]], "numpy": [npst[0], npst[1].tolist(), *npst[2:]]}
 
@@ -169,7 +191,8 @@ def set_rng_state(t: dict, j: dict):
     "Restore what `rng_state` returned."
     torch.set_rng_state(t["torch"])
     if torch.cuda.is_available() and "cuda0" in t:
-        torch.cuda.set_rng_state_all([t[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in t])
+        torch.cuda.set_rng_state_all(
+            [t[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in t])
     py = j["python"]; random.setstate((py[0], tuple(py[1]), py[2]))
     n = j["numpy"]; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
@@ -194,7 +217,9 @@ def join_tensors(obj, tensors: dict[str, torch.Tensor]):
 
 # %% ../nbs/engineering/01_checkpoint.ipynb #ck000020
 def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
-    "`key: old → new` for every leaf that differs between two nested config dicts, skipping keys in `ignore` (dotted paths)."
+    """`key: old → new` for every leaf that differs between two nested config dicts, skipping keys in `ignore`
+    (dotted paths).
+    """
     out = []
     for k in sorted(set(old) | set(new), key=str):
         path = f"{prefix}{k}"

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['SETUP_CELL', 'repo_url', 'setup_cell', 'Env', 'local_data_dir', 'colab_setup', 'check_badges', 'check_setup_cells',
-           'write_notebook', 'widgets_available', 'Live', 'live', 'redraw']
+__all__ = ['SETUP_CELL', 'BADGE_SVG', 'repo_url', 'setup_cell', 'Env', 'local_data_dir', 'colab_setup', 'colab_url',
+           'colab_badge', 'check_badges', 'check_setup_cells', 'write_notebook', 'widgets_available', 'Live', 'live',
+           'redraw']
 
 # %% ../nbs/engineering/03_colab.ipynb #2809b7a0
 def _repo_root() -> Path:
@@ -22,7 +23,9 @@ def _repo_root() -> Path:
     return Path(minbert_nb.__file__).resolve().parents[1]
 
 def repo_url() -> str:
-    "The project's repository URL, from the installed package's metadata (pyproject `[project.urls] Repository`)."
+    """The project's repository URL, from the installed package's metadata (pyproject `[project.urls]
+    Repository`).
+    """
     from importlib.metadata import PackageNotFoundError, metadata
     try: urls = metadata("minbert-nb").get_all("Project-URL") or []
     except PackageNotFoundError: urls = []
@@ -31,19 +34,25 @@ def repo_url() -> str:
         if name.strip().lower() == "repository": return url.strip()
     pp = _repo_root() / "pyproject.toml"
     m = re.search(r'^Repository\s*=\s*"([^"]+)"', pp.read_text(), re.M) if pp.exists() else None
-    if m is None: raise LookupError("no Repository URL: install minbert-nb, or run from a checkout with pyproject.toml [project.urls]")
+    if m is None:
+        raise LookupError(
+            "no Repository URL: install minbert-nb, or run from a checkout with pyproject.toml [project.urls]"
+        )
     return m.group(1)
 
-SETUP_CELL = '''# Setup: on Colab this installs minbert-nb from GitHub and picks the GPU, bert-base-uncased and Hub data;
-# elsewhere it uses the offline checkpoint and local data. Run it first.
+SETUP_CELL = '''# Setup: on Colab this installs minbert-nb from GitHub and picks the GPU,
+# bert-base-uncased and Hub data; elsewhere the offline checkpoint and local data. Run it first.
 import importlib.util, subprocess, sys
 if "google.colab" in sys.modules and importlib.util.find_spec("minbert_nb") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+{url}"], check=True)
+    kit = "git+{url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", kit], check=True)
 from minbert_nb.colab import colab_setup
 env = colab_setup()'''
 
 def setup_cell(url: str | None = None) -> str:
-    "The source of the standard first code cell of every notebook (`url`: the git repository, default `repo_url()`)."
+    """The source of the standard first code cell of every notebook (`url`: the git repository, default
+    `repo_url()`).
+    """
     return SETUP_CELL.format(url=url or repo_url())
 
 # %% ../nbs/engineering/03_colab.ipynb #4bbadf38
@@ -56,7 +65,9 @@ class Env:
     data: str       # 'hub', a CS224N data folder, or 'sample'
 
     def size(self, cpu, gpu):
-        "`gpu` where a GPU runs the notebook (Colab's T4 and up), `cpu` elsewhere: steps, rows, batch sizes of a cell."
+        """`gpu` where a GPU runs the notebook (Colab's T4 and up), `cpu` elsewhere: steps, rows, batch sizes
+        of a cell.
+        """
         return gpu if self.device == "cuda" else cpu
 
 def local_data_dir() -> str:
@@ -67,6 +78,7 @@ def local_data_dir() -> str:
     d = _repo_root().parent / "shared" / "data"
     return str(d) if d.is_dir() else "sample"
 
+# %% ../nbs/engineering/03_colab.ipynb #4bbadf38-1
 def colab_setup(on_colab: bool | None = None, # None: detect (`google.colab` imported)
                ) -> Env:
     "Pick device, model and data for this runtime; on Colab also turn on ipywidgets' custom widget manager."
@@ -74,23 +86,37 @@ def colab_setup(on_colab: bool | None = None, # None: detect (`google.colab` imp
     if on_colab is None: on_colab = "google.colab" in sys.modules
     device = pick_device("auto").type
     model = os.environ.get("MINBERT_MODEL") or ("bert-base-uncased" if on_colab else OFFLINE_MODEL)
-    data = "hub" if on_colab and not os.environ.get("MINBERT_DATA") else local_data_dir()  # MINBERT_DATA wins everywhere
+    # MINBERT_DATA wins everywhere
+    data = "hub" if on_colab and not os.environ.get("MINBERT_DATA") else local_data_dir()
     env = Env(on_colab, device, model, data)
     if on_colab:
         if "google.colab" in sys.modules:  # ipywidgets 8 needs Colab's custom widget manager
             from google.colab import output; output.enable_custom_widget_manager()
         if device == "cpu":
-            import warnings; warnings.warn("No GPU in this Colab runtime: Runtime → Change runtime type → T4 GPU, then run again")
+            import warnings
+
+            warnings.warn(
+                "No GPU in this Colab runtime: Runtime → Change runtime type → T4 GPU, then run again")
         print(f"minbert-nb on Colab: device {device}, model {model}, data {data}")
     return env
 
 # %% ../nbs/engineering/03_colab.ipynb #a28d2e20
 def _numbered(nbs_dir) -> list[Path]:
-    return sorted(Path(nbs_dir).glob("[0-9][0-9]_*.ipynb"))
+    return sorted(Path(nbs_dir).glob("[0-9][0-9]*_*.ipynb"))
 
 def _cells(path) -> list[dict]:
     return [dict(c, source="".join(c["source"]) if isinstance(c["source"], list) else c["source"])
             for c in json.loads(Path(path).read_text())["cells"]]
+
+def colab_url(name: str, slug: str = "minbert-nb/minbert-nb", branch: str = "main") -> str:
+    "Where Colab opens the notebook `nbs/name` of the GitHub repository `slug`."
+    return f"https://colab.research.google.com/github/{slug}/blob/{branch}/nbs/{name}"
+
+def colab_badge(name: str, slug: str = "minbert-nb/minbert-nb", branch: str = "main") -> str:
+    "The Open-in-Colab badge, in markdown, for the notebook `nbs/name`."
+    return f"[![Open In Colab]({BADGE_SVG})]({colab_url(name, slug, branch)})"
+
+BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
 
 def check_badges(nbs_dir, # folder of the notebooks
                  url: str | None = None, # repository URL (default `repo_url()`)
@@ -100,34 +126,47 @@ def check_badges(nbs_dir, # folder of the notebooks
     probs = []
     for p in _numbered(nbs_dir):
         md = "\n".join(c["source"] for c in _cells(p) if c["cell_type"] == "markdown")
-        want = f"https://colab.research.google.com/github/{slug}/blob/{branch}/nbs/{p.name}"
+        want = colab_url(p.name, slug, branch)
         if "colab-badge.svg" not in md: probs.append(f"{p.name}: no Open-in-Colab badge")
         elif want not in md: probs.append(f"{p.name}: the badge does not open {want}")
     return probs
 
+# %% ../nbs/engineering/03_colab.ipynb #a28d2e20-1
 def check_setup_cells(nbs_dir) -> list[str]:
     "Numbered notebooks without a `colab_setup()` cell before their first `minbert_nb` import."
     probs = []
     for p in _numbered(nbs_dir):
         code = [c["source"] for c in _cells(p) if c["cell_type"] == "code"]
         setup = next((i for i, s in enumerate(code) if "colab_setup(" in s), None)
-        first = next((i for i, s in enumerate(code) if re.search(r"^\s*(from|import)\s+minbert_nb", s, re.M) and "colab_setup(" not in s), None)
+        first = next((i for i, s in enumerate(code)
+                      if re.search(r"^\s*(from|import)\s+minbert_nb", s, re.M) and "colab_setup(" not in s),
+                     None)
         if setup is None: probs.append(f"{p.name}: no setup cell (`setup_cell()`)")
-        elif first is not None and first < setup: probs.append(f"{p.name}: code cell {first} imports minbert_nb before the setup cell")
+        elif first is not None and first < setup:
+            probs.append(f"{p.name}: code cell {first} imports minbert_nb before the setup cell")
     return probs
 
 # %% ../nbs/engineering/03_colab.ipynb #58efa7f0
 def write_notebook(path, *cells) -> Path:
     "A minimal notebook from (cell_type, source) pairs (for tests and examples)."
-    nb = {"cells": [{"cell_type": t, "id": f"c{i}", "metadata": {}, "source": s, **({"outputs": [], "execution_count": None} if t == "code" else {})}
-                    for i, (t, s) in enumerate(cells)],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    nb = {
+        "cells": [
+            {"cell_type": t, "id": f"c{i}", "metadata": {}, "source": s,
+             **({"outputs": [], "execution_count": None} if t == "code" else {})}
+            for i, (t, s) in enumerate(cells)
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(nb, indent=1)); return path
 
 # %% ../nbs/engineering/03_colab.ipynb #d7838679
 def widgets_available() -> bool:
-    "True in a live Jupyter or Colab kernel with ipywidgets; False under nbdev-test and the docs build (`IN_TEST`, `MINBERT_STATIC`) and in plain Python."
+    """True in a live Jupyter or Colab kernel with ipywidgets; False under nbdev-test and the docs build
+    (`IN_TEST`, `MINBERT_STATIC`) and in plain Python.
+    """
     if os.environ.get("IN_TEST") or os.environ.get("MINBERT_STATIC"): return False
     try:
         import ipywidgets  # noqa: F401
@@ -146,16 +185,20 @@ class Live:
     widget: object = None  # the ipywidgets widget, or None where widgets cannot render
     def _repr_mimebundle_(self, include=None, exclude=None):
         if self.widget is not None: return self.widget._repr_mimebundle_(include=include, exclude=exclude)
-        return {"image/png": _png(self.fig), "text/plain": f"<static figure: {self.fig.axes[0].get_title() if self.fig.axes else ''}>"}
+        return {"image/png": _png(self.fig),
+                "text/plain": f"<static figure: {self.fig.axes[0].get_title() if self.fig.axes else ''}>"}
 
 def live(widget_fn: Callable[[], object],  # builds the widget (only called where widgets can render)
          plot_fn: Callable[[], object],    # builds the static figure
         ) -> Live:
-    "The widget from `widget_fn` where a live kernel can show it, always with the static figure from `plot_fn`."
+    """The widget from `widget_fn` where a live kernel can show it, always with the static figure from
+    `plot_fn`.
+    """
     import matplotlib.pyplot as plt
     fig = plot_fn(); plt.close(fig)  # closed: shown once, through `Live`, not again by the inline backend
     return Live(fig, widget_fn() if widgets_available() else None)
 
+# %% ../nbs/engineering/03_colab.ipynb #d7838679-1
 def redraw(out, plot_fn: Callable[[], object]):
     "Replace the contents of an ipywidgets `Output` by a fresh figure from `plot_fn`."
     import matplotlib.pyplot as plt

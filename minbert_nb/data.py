@@ -1,4 +1,4 @@
-"""One validating reader for the CS224N files, the Hugging Face Hub and a bundled sample; tokenization once, dynamic padding, length bucketing and multitask schedules.
+"""One validating reader for the CS224N files, the Hugging Face Hub and a bundled sample.
 
 Docs: https://minbert-nb.github.io/minbert-nb/data.html.md"""
 
@@ -6,28 +6,20 @@ Docs: https://minbert-nb.github.io/minbert-nb/data.html.md"""
 
 # %% ../nbs/04_data.ipynb #b7d7dc74
 from __future__ import annotations
-import csv, errno, hashlib, io, json, math, os, re, warnings
+import csv, errno, hashlib, io, math, os, re, warnings
 from dataclasses import dataclass, field
-from functools import partial
+
 from importlib.resources import files
-from itertools import chain
+
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-
-from .checkpoint import save_tensors
 
 # %% auto #0
 __all__ = ['TASKS', 'PAIR_TASKS', 'NLI_LABELS', 'SPECS', 'NLI_DEV_FRACTION', 'NLI_SPLIT_SEED', 'TASK_FILES', 'SAMPLE_WARNING',
-           'HUB_SOURCES', 'ID_COLS', 'PairMode', 'DataError', 'DataWarning', 'Example', 'check_task', 'TaskSpec',
-           'parse_label', 'ReadReport', 'read_task_file', 'default_data_dir', 'in_dev_slice', 'nli_split', 'sample_dir',
-           'task_file', 'load_split', 'check_data', 'HubSource', 'map_hub_row', 'hub_examples', 'hub_split',
-           'examples_hash', 'tokenizer_hash', 'TaskDataset', 'collate', 'to_device', 'RandomBatchSampler',
-           'LengthBucketSampler', 'padding_stats', 'make_loader', 'MultitaskSchedule', 'schedule_shares',
-           'plot_schedule']
+           'HUB_SOURCES', 'ID_COLS', 'DataError', 'DataWarning', 'Example', 'check_task', 'TaskSpec', 'parse_label',
+           'ReadReport', 'read_task_file', 'default_data_dir', 'in_dev_slice', 'nli_split', 'sample_dir', 'task_file',
+           'load_split', 'check_data', 'HubSource', 'map_hub_row', 'hub_examples', 'hub_split']
 
 # %% ../nbs/04_data.ipynb #683571db
 TASKS = ("sst", "para", "sts", "nli")
@@ -109,21 +101,25 @@ _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 def _lines(path: Path) -> list[str]:
     "The file's lines, bytes that are not UTF-8 kept as surrogates; a UTF-8 BOM dropped."
     if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "no such data file" if not path.exists() else "not a file", str(path))
+        raise FileNotFoundError(errno.ENOENT, "no such data file" if not path.exists() else "not a file",
+                                str(path))
     text = path.read_bytes().decode("utf-8", errors="surrogateescape")
     return io.StringIO(text.removeprefix("\ufeff"), newline="").readlines()
 
 def _fields(line: str) -> list[str]:
     "One line split on tabs, CSV quoting honoured; a `ValueError` for bad bytes or bad quoting."
     if m := _NOT_UTF8.search(line):
-        raise ValueError(f"bytes that are not UTF-8 (0x{ord(m.group()) - 0xDC00:02x} at character {m.start() + 1})")
+        raise ValueError(
+            f"bytes that are not UTF-8 (0x{ord(m.group()) - 0xDC00:02x} at character {m.start() + 1})")
     try: return next(csv.reader([line], delimiter="\t", strict=True))
     except csv.Error as e:
-        if "unexpected end of data" in str(e): raise ValueError("unbalanced quote: a quoted field does not close on this line") from None
+        if "unexpected end of data" in str(e):
+            raise ValueError("unbalanced quote: a quoted field does not close on this line") from None
         raise ValueError(f"malformed quoting ({e})") from None
 
 # %% ../nbs/04_data.ipynb #67feb693
-def _columns(path: Path, header_line: str, task: str, labelled: bool) -> tuple[int, int, list[int], int | None]:
+def _columns(path: Path, header_line: str, task: str, labelled: bool
+) -> tuple[int, int, list[int], int | None]:
     "Positions of (number of fields, id, texts, label) from the header; a `DataError` naming what is missing."
     s = SPECS[task]
     want = [s.id_cols[0], *s.text_cols] + ([s.label_col] if labelled else [])
@@ -136,8 +132,11 @@ def _columns(path: Path, header_line: str, task: str, labelled: bool) -> tuple[i
     idc = next((c for c in s.id_cols if c in header), None)
     missing = [c for c in want if c not in header and not (c == s.id_cols[0] and idc)]
     if missing:
-        raise DataError(f"{path}:1: missing column(s) {missing}: a {task} file needs tab-separated columns {want}; its header has {header}")
-    return len(header), header.index(idc), [header.index(c) for c in s.text_cols], header.index(s.label_col) if labelled else None
+        raise DataError(
+            f"{path}:1: missing column(s) {missing}: a {task} file needs tab-separated columns {want}; its"
+            f" header has {header}")
+    return (len(header), header.index(idc), [header.index(c) for c in s.text_cols],
+            header.index(s.label_col) if labelled else None)
 
 # %% ../nbs/04_data.ipynb #9bed20e5
 def _row(fields: list[str], cols: tuple, task: str, seen: dict[str, int], lineno: int) -> Example:
@@ -164,7 +163,8 @@ def _row(fields: list[str], cols: tuple, task: str, seen: dict[str, int], lineno
 # %% ../nbs/04_data.ipynb #d6a3d57c
 def read_task_file(path: str | Path,          # a CS224N-format file (tab-separated, with a header)
                    task: str,                 # one of `TASKS`
-                   on_bad: Literal["skip", "raise"] = "skip",  # skip bad rows (and warn once), or raise at the first
+                   # skip bad rows (and warn once), or raise at the first
+                   on_bad: Literal["skip", "raise"] = "skip",
                    labelled: bool = True,     # False for the test files, which have no label column
                    ) -> tuple[list[Example], ReadReport]:
     "Validated examples of one file and a report of what was skipped and why."
@@ -184,17 +184,22 @@ def read_task_file(path: str | Path,          # a CS224N-format file (tab-separa
             report.skipped.append((lineno, str(e)))
     report.n_ok = len(examples)
     if not examples:
-        why = f"all {report.n_rows} rows are malformed ({report.summary()})" if report.n_rows else "a header but no rows"
+        why = (f"all {report.n_rows} rows are malformed ({report.summary()})" if report.n_rows
+               else "a header but no rows")
         raise DataError(f"{path}: no usable examples: {why}")
     if report.skipped: warnings.warn(report.summary(), DataWarning, stacklevel=2)
     return examples, report
 
 # %% ../nbs/04_data.ipynb #1840a58a
 def default_data_dir() -> Path | None:
-    "The local CS224N data folder: `$MINBERT_DATA`, or `data`, `../shared/data`, `../../shared/data`; None if none has SST."
-    cands = [os.environ["MINBERT_DATA"]] if os.environ.get("MINBERT_DATA") else ["data", "../shared/data", "../../shared/data"]
+    """The local CS224N data folder: `$MINBERT_DATA`, or `data`, `../shared/data`, `../../shared/data`; None
+    if none has SST.
+    """
+    cands = ([os.environ["MINBERT_DATA"]] if os.environ.get("MINBERT_DATA")
+             else ["data", "../shared/data", "../../shared/data"])
     for c in map(Path, cands):
-        if (c / "sst" / "ids-sst-train.csv").is_file() or (c / "ids-sst-train.csv").is_file(): return c.resolve()
+        if (c / "sst" / "ids-sst-train.csv").is_file() or (c / "ids-sst-train.csv").is_file():
+            return c.resolve()
     return None
 
 # %% ../nbs/04_data.ipynb #093fa9cb
@@ -230,8 +235,12 @@ def task_file(task: str, split: Literal["train", "dev"], data_dir: str | Path) -
     tried = [d / f.format(split=split) for f in TASK_FILES[check_task(task)]]
     for p in tried:
         if p.is_file(): return p
-    raise FileNotFoundError(errno.ENOENT, f"no {task} {split} file in {d} (looked for {', '.join(str(p.relative_to(d)) for p in tried)})", str(d))
+    raise FileNotFoundError(
+        errno.ENOENT,
+        f"no {task} {split} file in {d} (looked for {', '.join(str(p.relative_to(d)) for p in tried)})",
+        str(d))
 
+# %% ../nbs/04_data.ipynb #0a0c9591-1
 def load_split(task: str,                                  # one of `TASKS`
                split: Literal["train", "dev"],
                source: str | Path = "sample",              # a data folder, "hub" or "sample"
@@ -247,7 +256,8 @@ def load_split(task: str,                                  # one of `TASKS`
     else:
         d = Path(source)
         if not d.is_dir():
-            raise FileNotFoundError(errno.ENOENT, "no such data folder (source is a folder, 'hub' or 'sample')", str(d))
+            raise FileNotFoundError(
+                errno.ENOENT, "no such data folder (source is a folder, 'hub' or 'sample')", str(d))
     examples, _ = read_task_file(task_file(task, split, d), task, on_bad=on_bad)
     return nli_split(examples, split) if task == "nli" else examples
 
@@ -276,7 +286,8 @@ HUB_SOURCES = {
     "para": HubSource("nyu-mll/glue", "qqp", ("question1", "question2")),
     "sts": HubSource("nyu-mll/glue", "stsb", ("sentence1", "sentence2")),
     "snli": HubSource("stanfordnlp/snli", None, ("premise", "hypothesis")),
-    "multi_nli": HubSource("nyu-mll/multi_nli", None, ("premise", "hypothesis"), dev_split="validation_matched"),
+    "multi_nli": HubSource(
+        "nyu-mll/multi_nli", None, ("premise", "hypothesis"), dev_split="validation_matched"),
 }
 ID_COLS = ("idx", "pairID", "id")   # the first a dataset has becomes the example id; else the row index
 
@@ -287,7 +298,8 @@ def map_hub_row(task: str, row: dict, index: int | None = None, src: HubSource |
     id_ = str(row[idc]) if idc else str(index) if index is not None else None
     missing = [c for c in (*src.text_cols, "label") if c not in row]
     if missing or id_ is None:
-        raise DataError(f"{src.path} row {index}: missing column(s) {missing or list(ID_COLS)}; it has {sorted(row)}")
+        raise DataError(
+            f"{src.path} row {index}: missing column(s) {missing or list(ID_COLS)}; it has {sorted(row)}")
     texts = [str(row[c]).strip() for c in src.text_cols]
     if not all(texts): raise DataError(f"{src.path} row {id_}: empty text in {list(src.text_cols)}")
     try: label = parse_label(task, str(row["label"] * src.label_scale))
@@ -295,8 +307,13 @@ def map_hub_row(task: str, row: dict, index: int | None = None, src: HubSource |
     return Example(id_, texts[0], texts[1] if len(texts) > 1 else None, label)
 
 # %% ../nbs/04_data.ipynb #949871b4
-def hub_examples(task: str, ds, src: HubSource | None = None, on_bad: Literal["skip", "raise"] = "skip") -> list[Example]:
-    "Examples of a `datasets.Dataset` of `task`; rows labelled -1 (no gold label) dropped, bad rows skipped or raised."
+def hub_examples(task: str,
+                 ds,
+                 src: HubSource | None = None,
+                 on_bad: Literal["skip", "raise"] = "skip") -> list[Example]:
+    """Examples of a `datasets.Dataset` of `task`; rows labelled -1 (no gold label) dropped, bad rows skipped
+    or raised.
+    """
     src = src or HUB_SOURCES["snli" if check_task(task) == "nli" else task]
     out, skipped, no_gold = [], [], 0
     for i, row in enumerate(ds):
@@ -305,11 +322,17 @@ def hub_examples(task: str, ds, src: HubSource | None = None, on_bad: Literal["s
         except DataError as e:
             if on_bad == "raise": raise
             skipped.append(str(e))
-    if skipped: warnings.warn(f"{src.path}: skipped {len(skipped)} of {len(ds)} rows ({'; '.join(skipped[:3])})", DataWarning, stacklevel=2)
+    if skipped:
+        warnings.warn(f"{src.path}: skipped {len(skipped)} of {len(ds)} rows ({'; '.join(skipped[:3])})",
+                      DataWarning,
+                      stacklevel=2)
     if no_gold:
-        warnings.warn(f"{src.path}: dropped {no_gold} rows without a gold label (-1)", DataWarning, stacklevel=2)
+        warnings.warn(f"{src.path}: dropped {no_gold} rows without a gold label (-1)",
+                      DataWarning,
+                      stacklevel=2)
     return out
 
+# %% ../nbs/04_data.ipynb #949871b4-1
 def hub_split(task: str, split: Literal["train", "dev"], nli: Literal["snli", "multi_nli"] = "snli",
               on_bad: Literal["skip", "raise"] = "skip", cache_dir: str | None = None) -> list[Example]:
     "A task's train or dev split from the Hugging Face Hub (needs the network)."
@@ -317,292 +340,13 @@ def hub_split(task: str, split: Literal["train", "dev"], nli: Literal["snli", "m
     if split not in ("train", "dev"): raise DataError(f"split must be 'train' or 'dev', got {split!r}")
     try:
         from datasets import load_dataset
-        ds = load_dataset(src.path, src.name, split="train" if split == "train" else src.dev_split, cache_dir=cache_dir)
+        ds = load_dataset(src.path,
+                          src.name,
+                          split="train" if split == "train" else src.dev_split,
+                          cache_dir=cache_dir)
     except Exception as e:
-        raise DataError(f"could not load {src.path}{'/' + src.name if src.name else ''} ({split}) from the Hugging Face Hub: "
-                        f"{type(e).__name__}: {e}. Offline, use a data folder or source='sample'.") from e
+        raise DataError(
+            f"could not load {src.path}{'/' + src.name if src.name else ''} ({split}) "
+            "from the Hugging Face Hub: "
+            f"{type(e).__name__}: {e}. Offline, use a data folder or source='sample'.") from e
     return hub_examples(task, ds, src, on_bad)
-
-# %% ../nbs/04_data.ipynb #9c08e01b
-PairMode = Literal["single", "siamese", "cross"]
-
-def _sha(s: str) -> str: return hashlib.sha256(s.encode("utf-8", "surrogatepass")).hexdigest()
-
-def examples_hash(examples: Sequence[Example]) -> str:
-    "A content hash of the examples' ids and texts."
-    h = hashlib.sha256()
-    for e in examples: h.update(f"{e.id}\x1f{e.text_a}\x1f{e.text_b}\x1e".encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
-
-def tokenizer_hash(tok) -> str:
-    "A hash of everything that decides how the tokenizer splits text (vocabulary, normaliser, special tokens)."
-    try: spec = json.loads(tok.backend_tokenizer.to_str())
-    except AttributeError: spec = None
-    if spec is not None:   # truncation and padding are call settings that change as the tokenizer is used
-        return _sha(json.dumps({k: v for k, v in spec.items() if k not in ("truncation", "padding")}, sort_keys=True))
-    return _sha(json.dumps(sorted(tok.get_vocab().items())) + type(tok).__name__)
-
-def _pack(seqs: list[list[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
-    "Ragged lists as one flat array and offsets (n+1,)."
-    lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-    return np.fromiter(chain.from_iterable(seqs), dtype=dtype, count=int(lens.sum())), np.concatenate([[0], np.cumsum(lens)])
-
-# %% ../nbs/04_data.ipynb #4d49d170
-class TaskDataset(Dataset):
-    "A task's examples tokenized once, unpadded; `collate` pads each batch."
-    def __init__(self, examples: Sequence[Example],  # from `load_split` or `read_task_file`
-                 tokenizer,                          # a fast Hugging Face tokenizer
-                 task: str,
-                 pair_mode: PairMode,                # "single" (sst), "siamese" or "cross" (pair tasks)
-                 max_len: int = 128,                 # tokens per sequence, [CLS] and [SEP] included
-                 cache_dir: str | Path | None = None,  # where to keep token ids between runs (safetensors)
-                 ):
-        check_task(task)
-        if pair_mode not in ("single", "siamese", "cross"): raise DataError(f"pair_mode must be single, siamese or cross, got {pair_mode!r}")
-        if (pair_mode == "single") != (task not in PAIR_TASKS):
-            want = "'single'" if task not in PAIR_TASKS else "'siamese' or 'cross'"
-            raise DataError(f"task {task!r} needs pair_mode {want}, got {pair_mode!r}")
-        if max_len < 4: raise DataError(f"max_len must be at least 4, got {max_len}")
-        self.examples, self.task, self.pair_mode, self.max_len = list(examples), task, pair_mode, max_len
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.key = _sha(json.dumps({"v": 1, "data": examples_hash(self.examples), "tok": tokenizer_hash(tokenizer),
-                                    "max_len": max_len, "mode": pair_mode}))[:24]
-        self.cache_path = Path(cache_dir) / f"{task}-{pair_mode}-{max_len}-{self.key}.safetensors" if cache_dir else None
-        self.from_cache = False
-        self.arrays = self._load_cache() if self.cache_path else None
-        if self.arrays is None:
-            self.arrays = self._tokenize(tokenizer)
-            if self.cache_path: self._save_cache()
-        lens = [np.diff(self.arrays[k]) for k in ("off_a", "off_b") if k in self.arrays]
-        self.lengths: list[int] = np.maximum.reduce(lens).tolist()   # max of a and b for siamese
-        self.n_at_max_len = sum(l >= max_len for l in self.lengths)  # truncated (or exactly max_len long)
-
-    def _tokenize(self, tok) -> dict[str, np.ndarray]:
-        a = [e.text_a for e in self.examples]
-        b = [e.text_b for e in self.examples] if self.pair_mode != "single" else None
-        kw = dict(truncation=True, max_length=self.max_len, padding=False, return_attention_mask=False)
-        if self.pair_mode == "cross":
-            enc = tok(a, b, return_token_type_ids=True, **kw)
-            (ids, off), (tt, _) = _pack(enc["input_ids"], np.int32), _pack(enc["token_type_ids"], np.int8)
-            return {"ids_a": ids, "off_a": off, "tt_a": tt}
-        out = dict(zip(("ids_a", "off_a"), _pack(tok(a, return_token_type_ids=False, **kw)["input_ids"], np.int32)))
-        if b is not None: out |= dict(zip(("ids_b", "off_b"), _pack(tok(b, return_token_type_ids=False, **kw)["input_ids"], np.int32)))
-        return out
-
-    def _load_cache(self) -> dict[str, np.ndarray] | None:
-        if not self.cache_path.exists(): return None
-        from safetensors import safe_open
-        try:
-            with safe_open(str(self.cache_path), framework="np") as f:
-                ok = (f.metadata() or {}).get("key") == self.key
-                arrays = {k: f.get_tensor(k) for k in f.keys()} if ok else None
-        except Exception as e: arrays, ok = None, f"{type(e).__name__}: {e}"
-        if arrays is None or len(arrays["off_a"]) != len(self.examples) + 1:
-            warnings.warn(f"{self.cache_path}: unreadable or stale token cache ({ok}); tokenizing again", DataWarning, stacklevel=3)
-            return None
-        self.from_cache = True
-        return arrays
-
-    def _save_cache(self):
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"key": self.key, "task": self.task, "pair_mode": self.pair_mode, "max_len": str(self.max_len), "n": str(len(self))}
-        save_tensors({k: torch.from_numpy(v) for k, v in self.arrays.items()}, self.cache_path, metadata=meta)
-
-    def __len__(self) -> int: return len(self.examples)
-
-    def _seq(self, s: str, i: int) -> np.ndarray:
-        o = self.arrays[f"off_{s}"]
-        return self.arrays[f"ids_{s}"][o[i]:o[i + 1]]
-
-    def __getitem__(self, i: int) -> dict:
-        e = self.examples[i]
-        item = {"id": e.id, "label": e.label}
-        if self.pair_mode == "siamese":
-            for s in ("a", "b"):
-                ids = self._seq(s, i)
-                item |= {f"input_ids_{s}": ids, f"token_type_ids_{s}": np.zeros_like(ids)}
-            return item
-        ids = self._seq("a", i)
-        o = self.arrays["off_a"]
-        tt = self.arrays["tt_a"][o[i]:o[i + 1]] if "tt_a" in self.arrays else np.zeros_like(ids)
-        return item | {"input_ids": ids, "token_type_ids": tt}
-
-    def batch(self, indices: Sequence[int], key: tuple = ()) -> dict:
-        "The items `indices`, collated and padded (`key`, the batch's place in a stream, is for datasets that draw per batch)."
-        return collate([self[i] for i in indices], self.pad_id)
-
-# %% ../nbs/04_data.ipynb #ae6be9d8
-def _pad(seqs: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    "Ragged id sequences → (B, T) ids padded with `pad_id` and the (B, T) mask of real tokens."
-    T = max(len(s) for s in seqs)
-    ids, am = np.full((len(seqs), T), pad_id, dtype=np.int64), np.zeros((len(seqs), T), dtype=np.int64)
-    for i, s in enumerate(seqs): ids[i, :len(s)], am[i, :len(s)] = s, 1
-    return torch.from_numpy(ids), torch.from_numpy(am)
-
-def collate(items: list[dict], pad_id: int = 0) -> dict:
-    "Items of a `TaskDataset` → one batch of (B, T) LongTensors padded to the longest item, labels, ids."
-    if not items: raise DataError("collate got an empty batch")
-    out = {}
-    for s in (("_a", "_b") if "input_ids_a" in items[0] else ("",)):
-        ids, am = _pad([it["input_ids" + s] for it in items], pad_id)                        # (B, T)
-        tt, _ = _pad([it.get("token_type_ids" + s, np.zeros(len(it["input_ids" + s]), np.int64)) for it in items], 0)
-        out |= {"input_ids" + s: ids, "attention_mask" + s: am, "token_type_ids" + s: tt}
-    ys = [it["label"] for it in items]
-    if all(y is None for y in ys): out["labels"] = None
-    elif any(y is None for y in ys): raise DataError("collate got a batch that mixes labelled and unlabelled items")
-    else: out["labels"] = torch.tensor(ys, dtype=torch.float32 if any(isinstance(y, float) for y in ys) else torch.long)
-    out["ids"] = [it["id"] for it in items]
-    return out
-
-def to_device(batch: dict, device, non_blocking: bool = False) -> dict:
-    "The batch with its tensors moved to `device` (ids and `None` labels left as they are)."
-    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-# %% ../nbs/04_data.ipynb #6a1d1a1a
-class RandomBatchSampler(Sampler):
-    "Seeded random batches of indices; an epoch is a pure function of (seed, epoch), so a run resumes exactly."
-    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
-        if batch_size < 1: raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
-        self.epoch, self._start, self._done = 0, 0, 0
-
-    def _rng(self, epoch: int) -> np.random.Generator: return np.random.default_rng([self.seed, epoch])
-
-    def _cut(self, idx: np.ndarray) -> list[list[int]]:
-        return [idx[i:i + self.batch_size].tolist() for i in range(0, len(idx), self.batch_size)]
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        "Every batch of `epoch`, in order."
-        order = self._rng(epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
-        bs = self._cut(order)
-        return [b for b in bs if len(b) == self.batch_size] if self.drop_last else bs
-
-    def set_epoch(self, epoch: int):
-        "Use `epoch`'s order for the next pass (a different epoch also drops a pending resume offset)."
-        if epoch != self.epoch: self._start = 0
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        start, self._start = self._start, 0
-        self._done = start
-        for b in self.batches(self.epoch)[start:]:
-            self._done += 1       # counted as handed out: exact with num_workers=0
-            yield b
-
-    def __len__(self) -> int: return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
-
-    def state_dict(self, batches_done: int | None = None) -> dict:
-        "Seed, epoch and batches done (pass the trainer's count when DataLoader workers prefetch)."
-        return {"seed": self.seed, "epoch": self.epoch, "batches_done": self._done if batches_done is None else batches_done}
-
-    def load_state_dict(self, state: dict):
-        "Resume: the next pass continues `state['epoch']` after its first `batches_done` batches."
-        if state["seed"] != self.seed: raise DataError(f"sampler state has seed {state['seed']}, this sampler {self.seed}")
-        self.epoch, self._start = state["epoch"], state["batches_done"]
-
-# %% ../nbs/04_data.ipynb #d714a71a
-class LengthBucketSampler(RandomBatchSampler):
-    "Batches of similar length: shuffle, sort pools of `bucket_mult` batches by length, cut, shuffle the batches."
-    def __init__(self, lengths: Sequence[int],  # token length of each item (`TaskDataset.lengths`)
-                 batch_size: int, shuffle: bool = True, seed: int = 0,
-                 bucket_mult: int = 50,          # batches per sorted pool: larger pools, less padding, less randomness
-                 drop_last: bool = False):
-        if bucket_mult < 1: raise DataError(f"bucket_mult must be >= 1, got {bucket_mult}")
-        super().__init__(len(lengths), batch_size, shuffle, seed, drop_last)
-        self.lengths, self.bucket_mult = np.asarray(lengths, dtype=np.int64), bucket_mult
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        g = self._rng(epoch)
-        if not self.shuffle: order, pool = np.arange(self.n), max(self.n, 1)
-        else: order, pool = g.permutation(self.n), self.batch_size * self.bucket_mult
-        bs = []
-        for s in range(0, self.n, pool):   # pools are whole batches, so only the last batch can be short
-            chunk = order[s:s + pool]
-            bs += self._cut(chunk[np.argsort(self.lengths[chunk], kind="stable")])
-        if self.drop_last: bs = [b for b in bs if len(b) == self.batch_size]
-        return [bs[i] for i in g.permutation(len(bs))] if self.shuffle else bs
-
-# %% ../nbs/04_data.ipynb #d9cda8a1
-def padding_stats(lengths: Sequence[int], batch_size: int, bucket: bool = True, seed: int = 0, bucket_mult: int = 50) -> float:
-    "Fraction of padded token positions over one shuffled epoch, with or without length bucketing."
-    L = np.asarray(lengths, dtype=np.int64)
-    smp = LengthBucketSampler(L, batch_size, True, seed, bucket_mult) if bucket else RandomBatchSampler(len(L), batch_size, True, seed)
-    padded = sum(len(b) * L[b].max() for b in smp.batches(0))
-    return 1.0 - L.sum() / padded
-
-# %% ../nbs/04_data.ipynb #b2aa4309
-def make_loader(dataset: TaskDataset, batch_size: int, shuffle: bool = True,
-                bucket: bool = True,            # length-bucketed batches (training and evaluation both gain)
-                seed: int = 0, num_workers: int = 0, pin_memory: bool = False,
-                drop_last: bool = False, bucket_mult: int = 50) -> DataLoader:
-    "A DataLoader over a `TaskDataset` with a seeded, resumable batch sampler and dynamic padding."
-    smp = (LengthBucketSampler(dataset.lengths, batch_size, shuffle, seed, bucket_mult, drop_last) if bucket
-           else RandomBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last))
-    return DataLoader(dataset, batch_sampler=smp, collate_fn=partial(collate, pad_id=getattr(dataset, "pad_id", 0)),
-                      num_workers=num_workers, pin_memory=pin_memory)
-
-# %% ../nbs/04_data.ipynb #ee24704f
-class MultitaskSchedule:
-    "Which tasks each training step takes a batch from: a pure function of (seed, step)."
-    def __init__(self, sizes: dict[str, int],   # training examples per task, N_t
-                 kind: Literal["round_robin", "proportional", "annealed"] = "round_robin",
-                 steps_per_epoch: int | None = None,  # needed by "annealed", to know the epoch of a step
-                 epochs: int = 1,                     # E
-                 seed: int = 0):
-        if kind not in ("round_robin", "proportional", "annealed"):
-            raise DataError(f"schedule kind must be round_robin, proportional or annealed, got {kind!r}")
-        if not sizes or any(n <= 0 for n in sizes.values()): raise DataError(f"sizes must be positive counts per task, got {sizes}")
-        if kind == "annealed" and not steps_per_epoch: raise DataError("the annealed schedule needs steps_per_epoch")
-        if epochs < 1 or (steps_per_epoch is not None and steps_per_epoch < 1):
-            raise DataError(f"epochs and steps_per_epoch must be >= 1, got {epochs}, {steps_per_epoch}")
-        self.sizes, self.kind, self.steps_per_epoch, self.epochs, self.seed = dict(sizes), kind, steps_per_epoch, epochs, seed
-        self.tasks = tuple(sizes)
-
-    def epoch_of(self, step: int) -> int:
-        "The epoch (from 0) that `step` (from 0) falls in; the last epoch continues past the end."
-        return min(step // self.steps_per_epoch, self.epochs - 1) if self.steps_per_epoch else 0
-
-    def alpha(self, epoch: int) -> float:
-        "The exponent α of p_t ∝ N_t^α: 0 for round robin (uniform), 1 proportional, annealed 1 → 0.2."
-        if self.kind == "round_robin": return 0.0
-        if self.kind == "proportional" or self.epochs == 1: return 1.0
-        return 1.0 - 0.8 * min(max(epoch, 0), self.epochs - 1) / (self.epochs - 1)
-
-    def probs(self, epoch: int = 0) -> dict[str, float]:
-        "p_t for each task in `epoch` (from 0)."
-        w = {t: n ** self.alpha(epoch) for t, n in self.sizes.items()}
-        z = sum(w.values())
-        return {t: v / z for t, v in w.items()}
-
-    def tasks_for_step(self, step: int) -> list[str]:
-        "The tasks to take one batch each from at `step` (from 0): all of them, or K seeded draws."
-        if step < 0: raise DataError(f"step must be >= 0, got {step}")
-        if self.kind == "round_robin": return list(self.tasks)
-        p = self.probs(self.epoch_of(step))
-        draws = np.random.default_rng([self.seed, step]).choice(len(self.tasks), size=len(self.tasks), p=[p[t] for t in self.tasks])
-        return [self.tasks[i] for i in draws]
-
-# %% ../nbs/04_data.ipynb #f72c4539
-def schedule_shares(schedule: MultitaskSchedule, steps: int, window: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    "Window centres and each task's share of the batches drawn in each window of `window` steps."
-    window = window or max(1, steps // 40)
-    nwin = math.ceil(steps / window)
-    counts = {t: np.zeros(nwin) for t in schedule.tasks}
-    for s in range(steps):
-        for t in schedule.tasks_for_step(s): counts[t][s // window] += 1
-    total = sum(counts.values())
-    x = np.minimum(np.arange(nwin) * window + window / 2, steps)
-    return x, {t: c / total for t, c in counts.items()}
-
-def plot_schedule(schedule: MultitaskSchedule, steps: int, window: int | None = None):
-    "Each task's share of the batches over training (solid) and its probability p_t (dashed); returns the figure."
-    import matplotlib.pyplot as plt
-    x, shares = schedule_shares(schedule, steps, window)
-    fig, ax = plt.subplots(figsize=(6, 3))
-    for i, t in enumerate(schedule.tasks):
-        ax.plot(x, shares[t], color=f"C{i}", label=t)
-    for i, t in enumerate(schedule.tasks):
-        ax.plot(x, [schedule.probs(schedule.epoch_of(int(s)))[t] for s in x], color=f"C{i}", ls="--", lw=1)
-    ax.set_xlabel("step"); ax.set_ylabel("share of batches"); ax.set_title(schedule.kind.replace("_", " "))
-    ax.set_ylim(0, None); ax.legend(fontsize=8, ncol=len(schedule.tasks)); fig.tight_layout()
-    return fig

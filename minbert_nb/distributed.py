@@ -15,10 +15,11 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .config import pick_device
+from .checkpoint import rng_state
 
 # %% auto #0
 __all__ = ['DistInfo', 'dist_setup', 'share', 'average_gradients', 'control_group', 'any_process', 'broadcast_module',
-           'launch_local']
+           'gather_rng_state', 'own_rng_state', 'launch_local']
 
 # %% ../nbs/engineering/02_distributed.ipynb #04cfd771
 @dataclass(frozen=True)
@@ -30,16 +31,20 @@ class DistInfo:
     @property
     def main(self) -> bool: return self.rank == 0
 
-def dist_setup(device: str = "auto", # TrainConfig.device: under a launcher, 'auto'/'cuda' mean this process's GPU
+# TrainConfig.device: under a launcher, 'auto'/'cuda' mean this process's GPU
+def dist_setup(device: str = "auto",
               ) -> DistInfo:
-    "Join the process group that `accelerate launch` / `torchrun` describe (WORLD_SIZE > 1); rank 0 of 1 otherwise."
+    """Join the process group that `accelerate launch` / `torchrun` describe (WORLD_SIZE > 1); rank 0 of 1
+    otherwise.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not (dist.is_available() and dist.is_initialized()):
         return DistInfo(0, 1, pick_device(device))
     from accelerate import PartialState
     cpu = (device == "cpu" or (device == "auto" and not torch.cuda.is_available())
            or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
     st = PartialState(cpu=cpu)
-    dev = torch.device("cpu") if st.device.type == "cpu" else st.device   # Accelerate says cpu:0, safetensors wants cpu
+    # Accelerate says cpu:0, safetensors wants cpu
+    dev = torch.device("cpu") if st.device.type == "cpu" else st.device
     return DistInfo(st.process_index, st.num_processes, dev)
 
 # %% ../nbs/engineering/02_distributed.ipynb #ds000007
@@ -48,26 +53,33 @@ def share(batch: list[int], rank: int, world: int) -> tuple[list[int], float]:
     k, extra = divmod(len(batch), world)               # the first `extra` processes take one more
     lo = rank * k + min(rank, extra)
     part = batch[lo:lo + k + (rank < extra)]
-    return (part, len(part) * world / len(batch)) if part else (batch[:1], 0.0)   # empty share: one example, weighted 0
+    # empty share: one example, weighted 0
+    return (part, len(part) * world / len(batch)) if part else (batch[:1], 0.0)
 
 # %% ../nbs/engineering/02_distributed.ipynb #ds000009
 def _buckets(ts: list[torch.Tensor], numel: int) -> list[list[torch.Tensor]]:
     "Consecutive tensors of one dtype, up to `numel` elements a bucket."
     out = []
     for t in ts:
-        if out and out[-1][0].dtype == t.dtype and sum(x.numel() for x in out[-1]) + t.numel() <= numel: out[-1].append(t)
-        else: out.append([t])
+        if out and out[-1][0].dtype == t.dtype and sum(x.numel() for x in out[-1]) + t.numel() <= numel:
+            out[-1].append(t)
+        else:
+            out.append([t])
     return out
 
 def average_gradients(params: list[nn.Parameter], world: int, bucket_numel: int = 2 ** 24):
-    "Replace every `.grad` by its mean over the `world` processes: one all-reduce per bucket of flattened gradients."
+    """Replace every `.grad` by its mean over the `world` processes: one all-reduce per bucket of flattened
+    gradients.
+    """
     for b in _buckets([p.grad for p in params if p.grad is not None], bucket_numel):
         flat = torch.cat([g.flatten() for g in b])                 # (Σ numel,)
         dist.all_reduce(flat); flat.div_(world)
         torch._foreach_copy_(b, [v.view_as(g) for v, g in zip(flat.split([g.numel() for g in b]), b)])
 
 def control_group():
-    "A gloo group for small CPU-side messages (stop flags, random states), or None when the run already uses gloo."
+    """A gloo group for small CPU-side messages (stop flags, random states), or None when the run already uses
+    gloo.
+    """
     return dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
 
 def any_process(flag: bool, group=None) -> bool:
@@ -80,14 +92,34 @@ def broadcast_module(module: nn.Module):
     "Process 0's weights (and buffers) everywhere."
     for t in module.state_dict().values(): dist.broadcast(t, 0)
 
+# %% ../nbs/engineering/02_distributed.ipynb #ds000009-1
+def gather_rng_state(world: int, group=None) -> tuple[dict, dict]:
+    "Every process's `rng_state()`, for process 0 to write: process r's tensors under `rank{r}/`."
+    t, j = rng_state()
+    if world == 1: return t, j
+    every = [None] * world
+    dist.all_gather_object(every, (t, j), group=group)
+    t = {(f"rank{r}/{k}" if r else k): v for r, (tr, _) in enumerate(every) for k, v in tr.items()}
+    return t, {**j, "ranks": [jr for _, jr in every[1:]]}
+
+def own_rng_state(t: dict, j: dict, rank: int) -> tuple[dict, dict]:
+    "This process's part of what `gather_rng_state` wrote."
+    if not rank: return {k: v for k, v in t.items() if not k.startswith("rank")}, j
+    return {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith(f"rank{rank}/")}, j["ranks"][rank - 1]
+
 # %% ../nbs/engineering/02_distributed.ipynb #307dffa9
 def _free_port() -> int:
     with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 def _local_worker(rank: int, fn: Callable, world: int, port: int, args: tuple):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    os.environ.setdefault("OMP_NUM_THREADS", "1"); torch.set_num_threads(1)   # one thread a process, as torchrun sets it
+    os.environ.update(RANK=str(rank),
+                      LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world),
+                      LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    # one thread a process, as torchrun sets it
+    os.environ.setdefault("OMP_NUM_THREADS", "1"); torch.set_num_threads(1)
     try: fn(*args)
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
@@ -96,4 +128,7 @@ def launch_local(fn: Callable, # an importable function (spawned processes impor
                  nprocs: int, *args):
     "Run `fn(*args)` in `nprocs` fresh processes joined into one run (gloo on the CPU), as `torchrun` would."
     import torch.multiprocessing as mp
-    mp.start_processes(_local_worker, args=(fn, nprocs, _free_port(), args), nprocs=nprocs, start_method="spawn")
+    mp.start_processes(_local_worker,
+                       args=(fn, nprocs, _free_port(), args),
+                       nprocs=nprocs,
+                       start_method="spawn")

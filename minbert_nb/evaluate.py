@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/evaluate.html.md"""
 
 # %% ../nbs/06_evaluate.ipynb #ffaef6ee
 from __future__ import annotations
-import re
+import json, re
 from pathlib import Path
 from typing import Callable
 
@@ -15,25 +15,28 @@ import torch
 from scipy.stats import pearsonr
 
 from .config import ConfigError
-from .data import TaskDataset, to_device
+from .batches import TaskDataset, to_device
 from .heads import MultitaskBert
 
 # %% auto #0
 __all__ = ['METRIC', 'PRED_HEADER', 'SST_LABELS', 'accuracy', 'pearson', 'overall_score', 'score_tasks', 'predict_dataset',
            'evaluate_model', 'make_evaluator', 'prediction_path', 'write_predictions', 'read_predictions', 'confusion',
-           'plot_confusion', 'plot_sts_scatter', 'plot_label_distributions']
+           'plot_confusion', 'plot_sts_scatter', 'plot_label_distributions', 'read_history', 'plot_history',
+           'loss_trace']
 
 # %% ../nbs/06_evaluate.ipynb #4460bbab
 def accuracy(pred, gold) -> float:
     "Share of exact matches."
     pred, gold = np.asarray(pred), np.asarray(gold)
-    if len(pred) != len(gold) or len(gold) == 0: raise ValueError(f"accuracy needs equal, non-empty lists; got {len(pred)} and {len(gold)}")
+    if len(pred) != len(gold) or len(gold) == 0:
+        raise ValueError(f"accuracy needs equal, non-empty lists; got {len(pred)} and {len(gold)}")
     return float((pred == gold).mean())
 
 def pearson(pred, gold) -> float:
     "Pearson correlation of two score lists."
     pred, gold = np.asarray(pred, dtype=float), np.asarray(gold, dtype=float)
-    if len(pred) != len(gold) or len(gold) < 2: raise ValueError(f"pearson needs two equal lists of >= 2 scores; got {len(pred)} and {len(gold)}")
+    if len(pred) != len(gold) or len(gold) < 2:
+        raise ValueError(f"pearson needs two equal lists of >= 2 scores; got {len(pred)} and {len(gold)}")
     if pred.std() == 0 or gold.std() == 0: return 0.0   # constant predictions carry no correlation
     return float(pearsonr(pred, gold)[0])
 
@@ -52,7 +55,8 @@ def score_tasks(results: dict) -> dict:
 
 # %% ../nbs/06_evaluate.ipynb #fba59c93
 @torch.no_grad()
-def predict_dataset(model: MultitaskBert, ds: TaskDataset, task: str, batch_size: int = 128) -> tuple[list, list, list]:
+def predict_dataset(model: MultitaskBert, ds: TaskDataset, task: str, batch_size: int = 128
+) -> tuple[list, list, list]:
     "(ids, predictions, gold labels or None) for every item of `ds`, in file order."
     model.eval()
     dev = next(model.parameters()).device
@@ -63,14 +67,18 @@ def predict_dataset(model: MultitaskBert, ds: TaskDataset, task: str, batch_size
         for i, p in zip(idx, model.predict(task, to_device(ds.batch(idx), dev)).tolist()): preds[i] = p
     return [e.id for e in ds.examples], preds, [e.label for e in ds.examples]
 
+
 def evaluate_model(model: MultitaskBert, sets: dict[str, TaskDataset], batch_size: int = 128) -> dict:
-    "Dev metrics of every task in `sets` (labelled data); a task with its own `evaluate` (MLM) measures itself."
+    """Dev metrics of every task in `sets` (labelled data); a task with its own `evaluate` (MLM) measures
+    itself.
+    """
     res, own = {}, {}
     for t, ds in sets.items():
         task = model.task(t)
         if hasattr(task, "evaluate"): own |= task.evaluate(model, ds); continue
         _, p, g = predict_dataset(model, ds, t, batch_size)
-        if any(x is None for x in g): raise ConfigError(f"task {t}: the file has no labels, so it cannot be scored (use predict)")
+        if any(x is None for x in g):
+            raise ConfigError(f"task {t}: the file has no labels, so it cannot be scored (use predict)")
         res[t] = (p, g)
     return score_tasks(res) | own
 
@@ -79,19 +87,31 @@ def make_evaluator(sets: dict[str, TaskDataset], batch_size: int = 128) -> Calla
     return lambda model: evaluate_model(model, sets, batch_size)
 
 # %% ../nbs/06_evaluate.ipynb #ef3bb396
-PRED_HEADER = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase", "sts": "Predicted_Similiarity", "nli": "Predicted_Entailment"}
+PRED_HEADER = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase",
+               "sts": "Predicted_Similiarity", "nli": "Predicted_Entailment"}
 
 def prediction_path(out_dir, task: str, split: str) -> Path:
-    "`OUT/{task}-{split}-output.csv`; `split` is a plain name (letters, digits, `.`, `_`, `-`), so the file stays in `OUT`."
-    if task not in PRED_HEADER: raise ConfigError(f"unknown task {task!r}; tasks are {', '.join(PRED_HEADER)}")
+    """`OUT/{task}-{split}-output.csv`; `split` is a plain name (letters, digits, `.`, `_`, `-`), so the file
+    stays in `OUT`.
+    """
+    if task not in PRED_HEADER:
+        raise ConfigError(f"unknown task {task!r}; tasks are {', '.join(PRED_HEADER)}")
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", split) or ".." in split:
-        raise ConfigError(f"split must be a plain name such as 'test' or 'dev' (letters, digits, '.', '_', '-'), got {split!r}")
+        raise ConfigError(
+            "split must be a plain name such as 'test' or 'dev' (letters, digits, '.', '_', '-'), got"
+            f" {split!r}")
     return Path(out_dir)/f"{task}-{split}-output.csv"
 
-def write_predictions(out_dir, task: str, split: str, ids: list, preds: list, overwrite: bool = False) -> Path:
-    "Write `{task}-{split}-output.csv` in the CS224N layout (never over an existing file unless `overwrite`); returns its path."
+
+def write_predictions(out_dir, task: str, split: str, ids: list, preds: list, overwrite: bool = False
+) -> Path:
+    """Write `{task}-{split}-output.csv` in the CS224N layout (never over an existing file unless
+    `overwrite`); returns its path.
+    """
     p = prediction_path(out_dir, task, split)
-    if p.exists() and not overwrite: raise FileExistsError(f"{p}: exists; pass overwrite=True (`minbert predict --overwrite`) to replace it")
+    if p.exists() and not overwrite:
+        raise FileExistsError(
+            f"{p}: exists; pass overwrite=True (`minbert predict --overwrite`) to replace it")
     if len(ids) != len(preds): raise ValueError(f"{len(ids)} ids but {len(preds)} predictions")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(".csv.tmp")
@@ -100,6 +120,7 @@ def write_predictions(out_dir, task: str, split: str, ids: list, preds: list, ov
         for i, y in zip(ids, preds): f.write(f"{i} , {round(y, 4) if isinstance(y, float) else y} \n")
     tmp.replace(p)
     return p
+
 
 def read_predictions(path) -> dict[str, str]:
     "id → prediction (as text) of a file written by `write_predictions`."
@@ -121,8 +142,10 @@ def plot_confusion(pred, gold, labels: list[str], title: str = ""):
     fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2, 1.1 * len(labels) + 1))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(labels)):
-        for j in range(len(labels)): ax.text(j, i, m[i, j], ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right"); ax.set_yticks(range(len(labels)), labels)
+        for j in range(len(labels)):
+            ax.text(j, i, m[i, j], ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted"); ax.set_ylabel("gold"); ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04); fig.tight_layout()
     return fig
@@ -133,12 +156,16 @@ def plot_sts_scatter(pred, gold, title: str = "STS: predicted vs gold"):
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.scatter(gold, pred, s=8, alpha=0.5)
     ax.plot([0, 5], [0, 5], "k--", lw=1)
-    ax.set_xlabel("gold similarity"); ax.set_ylabel("predicted"); ax.set_xlim(-0.1, 5.1); ax.set_ylim(-0.1, 5.1)
+    ax.set_xlabel("gold similarity")
+    ax.set_ylabel("predicted")
+    ax.set_xlim(-0.1, 5.1)
+    ax.set_ylim(-0.1, 5.1)
     ax.set_title(f"{title} (r = {pearson(pred, gold):.3f})"); fig.tight_layout()
     return fig
 
 SST_LABELS = ("very negative", "negative", "neutral", "positive", "very positive")
 
+# %% ../nbs/06_evaluate.ipynb #132d3735-1
 def plot_label_distributions(splits: dict[str, list]):
     "One histogram per task of the gold labels of `{task: examples}`; returns the figure."
     import matplotlib.pyplot as plt
@@ -148,7 +175,50 @@ def plot_label_distributions(splits: dict[str, list]):
         if t == "sts": ax.hist(y, bins=np.linspace(0, 5, 21))
         else:
             k = {"sst": 5, "para": 2, "nli": 3}[t]; ax.bar(range(k), np.bincount(y.astype(int), minlength=k))
-            ax.set_xticks(range(k), SST_LABELS if t == "sst" else (["not dup", "dup"] if t == "para" else ["entail", "neutral", "contra"]), rotation=30, ha="right")
+            ax.set_xticks(range(k),
+                          SST_LABELS if t == "sst" else
+                          (["not dup", "dup"] if t == "para" else ["entail", "neutral", "contra"]),
+                          rotation=30,
+                          ha="right")
         ax.set_title(f"{t} ({len(y)} examples)")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/06_evaluate.ipynb #3c8f7ea3
+def read_history(path) -> list[dict]:
+    "Rows of a `metrics.jsonl` (a run folder or the file)."
+    p = Path(path); p = p/"metrics.jsonl" if p.is_dir() else p
+    if not p.exists(): raise FileNotFoundError(f"{p}: no metrics log here")
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+
+def plot_history(history: list[dict], title: str = ""):
+    "Training loss per task and (when evaluated) dev scores over steps; returns the figure."
+    import matplotlib.pyplot as plt
+    evals = [r for r in history if "eval" in r]
+    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 3.5), squeeze=False)
+    ax = axes[0, 0]
+    tasks = sorted({k[5:] for r in history for k in r if k.startswith("loss/")})
+    for t in tasks:
+        pts = [(r["step"], r[f"loss/{t}"]) for r in history if f"loss/{t}" in r]
+        ax.plot(*zip(*pts), label=t, marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("loss per task")
+    if evals:
+        ax = axes[0, 1]
+        keys = [k for k in sorted(evals[-1]["eval"]) if k.endswith(("_acc", "_pearson")) or k == "overall"]
+        for k in keys:
+            ax.plot([r["step"] for r in evals], [r["eval"].get(k, float("nan")) for r in evals], label=k,
+                    marker="o")
+        ax.set_xlabel("step"); ax.set_ylabel("dev score"); ax.legend(); ax.set_title("dev scores")
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/06_evaluate.ipynb #7eba5b34
+def loss_trace(history: list) -> list[tuple[int, str, float]]:
+    "(step, task, loss) of every logged loss, in order."
+    return [(r["step"], k[5:], v) for r in history if "eval" not in r for k, v in r.items()
+            if k.startswith("loss/")]

@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/experiments.html.md"""
 
 # %% ../nbs/13_experiments.ipynb #87dbef21
 from __future__ import annotations
-import json
+
 from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
@@ -17,7 +17,7 @@ from .bert import load_tokenizer
 from .checkpoint import read_json, save_json
 from .heads import load_multitask
 from .evaluate import predict_dataset
-from .run import RunConfig, build_sets, find_config, load_run_config, merge_config, read_config, run_train
+from .run import (RunConfig, build_sets, find_config, merge_config, read_config, run_train)
 
 # %% auto #0
 __all__ = ['PRETRAIN_KINDS', 'AblationRow', 'ExperimentProfile', 'load_profile', 'row_run_config', 'pretrain_run_config',
@@ -32,26 +32,30 @@ class AblationRow:
     "One row of the table: a config delta on top of the profile's base run, and where its weights start."
     name: str                                  # short id; the row's folder is OUT/rows/NAME
     label: str                                 # what the table calls it (the report's row names)
-    config: str | None = None                  # YAML with the row's changes (relative to the profile file); None = the base run
-    pretrain: Literal["none", "lm", "nli-lm"] = "none"   # start from the model, or from a shared further-pretraining checkpoint
+    # YAML with the row's changes (relative to the profile file); None = the base run
+    config: str | None = None
+    # start from the model, or from a shared further-pretraining checkpoint
+    pretrain: Literal["none", "lm", "nli-lm"] = "none"
     in_report: bool = True                     # the report ran this row
 
     def __post_init__(self): check_fields(self)
 
+# %% ../nbs/13_experiments.ipynb #95b4ee60-1
 @dataclass(frozen=True)
 class ExperimentProfile:
     "A whole table: the base run, the shared pretraining, the rows, and the budget they all share."
     name: str = "quick"
-    run: str = "../quick.yaml"                 # the run config every row starts from (relative to the profile file)
+    run: str = "../quick.yaml"  # the run config every row starts from (relative to the profile file)
     model: str = OFFLINE_MODEL                 # every row and both pretrainings start from this model
     data: str = "sample"                       # a CS224N-layout folder, `hub` or `sample`
     steps: int = 300                           # optimizer steps of every row: the fixed budget
-    eval_every: int | None = None              # dev evaluations within a row (the best is kept); None = at the end only
+    eval_every: int | None = None  # dev evaluations within a row (the best is kept); None = at the end only
     pretrain_lm: str = "pretrain-lm.yaml"      # the MLM-only pretraining config
     pretrain_nli_lm: str = "pretrain-nli-lm.yaml"  # the MLM + NLI pretraining config
     pretrain_steps: int = 300                  # optimizer steps of each pretraining
     pretrain_head_only_steps: int = 50         # of which the heads train alone first (09_pretrain)
-    amp: Literal["auto", "off", "bf16", "fp16"] | None = None   # mixed precision for every run; None = what the configs say
+    # mixed precision for every run; None = what the configs say
+    amp: Literal["auto", "off", "bf16", "fp16"] | None = None
     rows: tuple[AblationRow, ...] = ()
     root: str = "."                            # the folder relative paths start from (the profile file's)
 
@@ -65,12 +69,16 @@ class ExperimentProfile:
     def row(self, name: str) -> AblationRow:
         for r in self.rows:
             if r.name == name: return r
-        raise ConfigError(f"profile {self.name!r} has no row {name!r}; its rows are {', '.join(r.name for r in self.rows)}")
+        raise ConfigError(
+            f"profile {self.name!r} has no row {name!r}; its rows are {', '.join(r.name for r in self.rows)}")
 
 # %% ../nbs/13_experiments.ipynb #5749f4e1
 def load_profile(profile: str | Path, **overrides) -> ExperimentProfile:
-    "Read a profile (a packaged name such as `quick`, or a YAML path); `overrides` (model, data, steps, ...) replace its keys when not None."
-    path = find_config(profile if Path(str(profile)).suffix in (".yaml", ".yml") else f"experiments/{profile}")
+    """Read a profile (a packaged name such as `quick`, or a YAML path); `overrides` (model, data, steps, ...)
+    replace its keys when not None.
+    """
+    path = find_config(profile if Path(str(profile)).suffix in (".yaml", ".yml") else f"experiments/{profile}"
+    )
     d = {**read_config(path), **{k: v for k, v in overrides.items() if v is not None}}
     try: return build(ExperimentProfile, {**d, "root": str(path.parent)})
     except ConfigError as e: raise ConfigError(f"{path}: {e}") from None
@@ -84,19 +92,41 @@ def _merged(prof: ExperimentProfile, *rel, **over) -> dict:
 def row_run_config(prof: ExperimentProfile, row: AblationRow, out) -> RunConfig:
     "The `RunConfig` of one row of the table, writing to `out/rows/NAME`."
     model = prof.model if row.pretrain == "none" else str(Path(out)/"pretrain"/row.pretrain)
-    d = _merged(prof, prof.run, *([row.config] if row.config else []), model=model, data=prof.data, out=str(Path(out)/"rows"/row.name),
-                train={"max_steps": prof.steps, "eval_every": prof.eval_every, **({"amp": prof.amp} if prof.amp else {})})
-    try: return build(RunConfig, d)
-    except ConfigError as e: raise ConfigError(f"{prof.name}: row {row.name}: {e}") from None
+    d = _merged(
+        prof,
+        prof.run,
+        *([row.config] if row.config else []),
+        model=model,
+        data=prof.data,
+        out=str(Path(out) / "rows" / row.name),
+        train={"max_steps": prof.steps, "eval_every": prof.eval_every,
+               **({"amp": prof.amp} if prof.amp else {})},
+    )
+    try:
+        return build(RunConfig, d)
+    except ConfigError as e:
+        raise ConfigError(f"{prof.name}: row {row.name}: {e}") from None
 
+# %% ../nbs/13_experiments.ipynb #f724d4ea-1
 def pretrain_run_config(prof: ExperimentProfile, kind: str, out) -> RunConfig:
-    "The `RunConfig` of the shared `lm` or `nli-lm` further-pretraining checkpoint, writing to `out/pretrain/KIND`."
+    """The `RunConfig` of the shared `lm` or `nli-lm` further-pretraining checkpoint, writing to
+    `out/pretrain/KIND`.
+    """
     rel = {"lm": prof.pretrain_lm, "nli-lm": prof.pretrain_nli_lm}[kind]
-    d = _merged(prof, rel, model=prof.model, data=prof.data, out=str(Path(out)/"pretrain"/kind),
-                train={"max_steps": prof.pretrain_steps, "head_only_steps": min(prof.pretrain_head_only_steps, prof.pretrain_steps - 1),
-                       "eval_every": prof.pretrain_steps, **({"amp": prof.amp} if prof.amp else {})})
-    try: return build(RunConfig, d)
-    except ConfigError as e: raise ConfigError(f"{prof.name}: pretrain {kind}: {e}") from None
+    d = _merged(
+        prof,
+        rel,
+        model=prof.model,
+        data=prof.data,
+        out=str(Path(out) / "pretrain" / kind),
+        train={"max_steps": prof.pretrain_steps,
+               "head_only_steps": min(prof.pretrain_head_only_steps, prof.pretrain_steps - 1),
+               "eval_every": prof.pretrain_steps, **({"amp": prof.amp} if prof.amp else {})},
+    )
+    try:
+        return build(RunConfig, d)
+    except ConfigError as e:
+        raise ConfigError(f"{prof.name}: pretrain {kind}: {e}") from None
 
 # %% ../nbs/13_experiments.ipynb #b5cfc241
 def _finished(metrics_file, steps: int) -> dict | None:
@@ -116,25 +146,36 @@ def _reuse_or_run(what: str, rc: RunConfig, progress: bool, log) -> dict:
 def _row_result(row: AblationRow, rc: RunConfig, m: dict, pre: dict) -> dict:
     dev = m["dev"]
     return {"name": row.name, "label": row.label, "in_report": row.in_report, "pretrain": row.pretrain,
-            "sst": dev.get("sst_acc"), "para": dev.get("para_acc"), "sts": dev.get("sts_pearson"), "overall": dev.get("overall"),
-            "best_step": m["best_step"], "steps": m["steps"], "train_seconds": m["train_seconds"],
-            "train_cpu_seconds": m.get("train_cpu_seconds"), "threads": m.get("threads"),
-            "pretrain_seconds": (pre.get(row.pretrain) or {}).get("seconds"),
-            "trainable_params": m["trainable_params"], "total_params": m["total_params"], "device": m["device"],
-            "lora": rc.lora is not None, "smart": sorted(rc.smart or {}), "pcgrad": rc.pcgrad is not None}
+            "sst": dev.get("sst_acc"), "para": dev.get("para_acc"), "sts": dev.get("sts_pearson"),
+            "overall": dev.get("overall"), "best_step": m["best_step"], "steps": m["steps"],
+            "train_seconds": m["train_seconds"], "train_cpu_seconds": m.get("train_cpu_seconds"),
+            "threads": m.get("threads"), "pretrain_seconds": (pre.get(row.pretrain) or {}).get("seconds"),
+            "trainable_params": m["trainable_params"], "total_params": m["total_params"],
+            "device": m["device"], "lora": rc.lora is not None, "smart": sorted(rc.smart or {}),
+            "pcgrad": rc.pcgrad is not None}
 
+# %% ../nbs/13_experiments.ipynb #b5cfc241-1
 def best_row_predictions(results: dict) -> dict:
-    "Dev predictions and gold labels of the best row (by overall) for the SST confusion matrix and the STS scatter."
+    """Dev predictions and gold labels of the best row (by overall) for the SST confusion matrix and the STS
+    scatter.
+    """
     best = max(results["rows"], key=lambda r: r["overall"] or 0)
     folder = Path(results["out"])/"rows"/best["name"]
     rc = build(RunConfig, read_json(folder/"run_config.json"))
     model, tok = load_multitask(folder), load_tokenizer(folder)
-    plotted = tuple(t for t in ("sst", "sts") if t in model.cfg.tasks)   # tokenize only the dev sets the plots use
-    sets = build_sets(replace(rc, heads=replace(model.cfg, tasks=plotted), smart=None, r3f=None, train=replace(rc.train, loss_weights=())), tok, "dev")
+    # tokenize only the dev sets the plots use
+    plotted = tuple(t for t in ("sst", "sts") if t in model.cfg.tasks)
+    sets = build_sets(
+        replace(rc, heads=replace(model.cfg, tasks=plotted), smart=None, r3f=None,
+                train=replace(rc.train, loss_weights=())),
+        tok,
+        "dev",
+    )
     out = {"name": best["name"]}
     for t, ds in sets.items(): _, p, g = predict_dataset(model, ds, t); out[t] = {"pred": p, "gold": g}
     return out
 
+# %% ../nbs/13_experiments.ipynb #b5cfc241-2
 def run_experiments(profile: str | Path | ExperimentProfile = "quick", # a profile name, YAML path or object
                     out=None,                          # results folder (default: runs/experiments-PROFILE)
                     rows: Sequence[str] | None = None, # only these rows (default: all)
@@ -145,8 +186,8 @@ def run_experiments(profile: str | Path | ExperimentProfile = "quick", # a profi
     prof = profile if isinstance(profile, ExperimentProfile) else load_profile(profile, **overrides)
     out = Path(out or f"runs/experiments-{prof.name}"); out.mkdir(parents=True, exist_ok=True)
     todo = [prof.row(n) for n in rows] if rows else list(prof.rows)
-    results = {"profile": prof.name, "out": str(out), "model": prof.model, "data": prof.data, "steps": prof.steps,
-               "pretrain": {}, "rows": [], "interrupted": False}
+    results = {"profile": prof.name, "out": str(out), "model": prof.model, "data": prof.data,
+               "steps": prof.steps, "pretrain": {}, "rows": [], "interrupted": False}
     f = out/"results.json"
     if f.exists(): results = {**read_json(f), "interrupted": False}
     def stop():
@@ -159,7 +200,8 @@ def run_experiments(profile: str | Path | ExperimentProfile = "quick", # a profi
         rc = row_run_config(prof, row, out)
         m = _reuse_or_run(f"row {row.name}", rc, progress, log)
         if m["interrupted"]: return stop()
-        results["rows"] = [r for r in results["rows"] if r["name"] != row.name] + [_row_result(row, rc, m, results["pretrain"])]
+        results["rows"] = [r for r in results["rows"] if r["name"] != row.name] + [
+            _row_result(row, rc, m, results["pretrain"])]
         save_json(results, f)
     order = {r.name: i for i, r in enumerate(prof.rows)}
     results["rows"].sort(key=lambda r: order.get(r["name"], len(order)))
@@ -174,13 +216,18 @@ def _secs(s) -> str: return "—" if s is None else f"{int(s) // 60}:{int(s) % 6
 def ablation_table(results: dict) -> str:
     "The markdown table: dev scores, train time, trainable parameters."
     best = max((r["overall"] or 0) for r in results["rows"])
-    lines = ["| row | pretraining | SST acc | Para acc | STS r | overall | train time (wall) | CPU time | trainable params |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        ("| row | pretraining | SST acc | Para acc | STS r | overall | train time (wall) | CPU time |"
+         " trainable params |"),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results["rows"]:
         ov = f"{r['overall']:.4f}"; ov = f"**{ov}**" if r["overall"] == best else ov
-        share = f"{r['trainable_params'] / 1e6:.2f} M ({100 * r['trainable_params'] / r['total_params']:.1f} %)"
-        lines.append(f"| {r['label']} | {r['pretrain']} | {r['sst']:.4f} | {r['para']:.4f} | {r['sts']:.4f} | {ov} | "
-                     f"{_secs(r['train_seconds'])} | {_secs(r.get('train_cpu_seconds'))} | {share} |")
+        share = (
+            f"{r['trainable_params'] / 1e6:.2f} M ({100 * r['trainable_params'] / r['total_params']:.1f} %)")
+        lines.append(
+            f"| {r['label']} | {r['pretrain']} | {r['sst']:.4f} | {r['para']:.4f} | {r['sts']:.4f} | {ov} | "
+            f"{_secs(r['train_seconds'])} | {_secs(r.get('train_cpu_seconds'))} | {share} |")
     pre = results.get("pretrain") or {}
     if pre: lines.append("\nShared pretraining (made once, not in the rows' times): " +
                          ", ".join(f"{k} {_secs(v.get('seconds'))}" for k, v in pre.items()) + ".")
@@ -193,14 +240,17 @@ def plot_ablation(results: dict, metrics=("sst", "para", "sts", "overall")):
     fig, ax = plt.subplots(figsize=(9, 3.8))
     w = 0.8 / len(rows)
     for i, r in enumerate(rows):
-        ax.bar(np.arange(len(metrics)) + (i - (len(rows) - 1) / 2) * w, [r[m] for m in metrics], w, label=r["label"])
+        ax.bar(np.arange(len(metrics)) + (i - (len(rows) - 1) / 2) * w, [r[m] for m in metrics], w,
+               label=r["label"])
     ax.set_xticks(range(len(metrics)), ["SST acc", "Para acc", "STS Pearson", "overall"])
     lo = min(r[m] for r in rows for m in metrics)
     ax.set_ylim(max(0, lo - 0.05), 1.0); ax.set_ylabel("dev")
     ax.legend(fontsize=7, ncol=2, loc="upper left"); ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"Ablation, profile {results['profile']}: {results['steps']} steps per row"); fig.tight_layout()
+    ax.set_title(f"Ablation, profile {results['profile']}: {results['steps']} steps per row")
+    fig.tight_layout()
     return fig
 
+# %% ../nbs/13_experiments.ipynb #d856ad50-1
 def write_table(results: dict, out) -> tuple[Path, Path]:
     "OUT/table.md and OUT/chart.png."
     import matplotlib.pyplot as plt
@@ -219,4 +269,5 @@ def load_result(name: str) -> dict:
 def compare_runs(a: dict, b: dict, metric: str = "overall") -> list[tuple[str, float, float, float]]:
     "(row, a, b, b − a) for the rows both results have."
     bb = {r["name"]: r for r in b["rows"]}
-    return [(r["name"], r[metric], bb[r["name"]][metric], bb[r["name"]][metric] - r[metric]) for r in a["rows"] if r["name"] in bb]
+    return [(r["name"], r[metric], bb[r["name"]][metric], bb[r["name"]][metric] - r[metric])
+            for r in a["rows"] if r["name"] in bb]

@@ -21,17 +21,18 @@ class Packing:
     index: torch.Tensor    # (N,) flat positions b·T + t of the real tokens, in order
     B: int
     T: int
-    groups: list           # per group: (rows (b·l,) into the packed tokens, key mask (b, 1, 1, l) or None, b, l)
+    groups: list  # per group: (rows (b·l,) into the packed tokens, key mask (b, 1, 1, l) or None, b, l)
     inverse: torch.Tensor  # (N,) where each packed token sits in the groups' concatenated outputs
 
     @classmethod
     @torch.compiler.disable   # host-side bookkeeping: torch.compile runs it as plain Python
     def from_mask(cls, attention_mask: torch.Tensor,  # (B, T) 0/1
-                  groups: int = 4,                     # at most this many length groups; 1 = the whole (B, T) grid
+                  groups: int = 4,  # at most this many length groups; 1 = the whole (B, T) grid
                  ) -> Packing | None:
         "`None` when nothing is padded (then there is nothing to skip)."
         B, T = attention_mask.shape
-        am = attention_mask.detach().to("cpu", torch.bool)  # the shapes below depend on it, so it is read on the host
+        # the shapes below depend on it, so it is read on the host
+        am = attention_mask.detach().to("cpu", torch.bool)
         lens = am.sum(1)                                     # (B,)
         N = int(lens.sum())
         if N == B * T: return None
@@ -71,7 +72,8 @@ def masks_for(attention_mask: torch.Tensor | None,   # (B, T) 0/1, or None
     "(key mask (B, 1, 1, T), None) on the padded path; (None, `Packing` of the real tokens) on the fast one."
     if attention_mask is None: return None, None
     fast = fast and skip_padding != "never"
-    dev = attention_mask.device.type   # "auto": not under autocast on a GPU, where the bookkeeping costs more than it saves
+    # "auto": not under autocast on a GPU, where the bookkeeping costs more than it saves
+    dev = attention_mask.device.type
     if skip_padding == "auto" and dev != "cpu": fast = fast and not torch.is_autocast_enabled(dev)
     if not fast or (skip_padding in ("auto", "eager") and torch.compiler.is_compiling()):
         return attention_mask.bool()[:, None, None, :], None                  # (B, 1, 1, T)
@@ -85,7 +87,9 @@ def _plain(m: nn.Module) -> bool:
     return type(m) is nn.Linear and m.bias is not None and not (m._forward_hooks or m._forward_pre_hooks)
 
 def fused_qkv(query: nn.Module, key: nn.Module, value: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    "[Q|K|V] = x [W^Q|W^K|W^V]ᵀ + b in one matmul: (..., C) → (..., 3C); wrapped projections (LoRA) are called as modules."
+    """[Q|K|V] = x [W^Q|W^K|W^V]ᵀ + b in one matmul: (..., C) → (..., 3C); wrapped projections (LoRA) are
+    called as modules.
+    """
     lins = (query, key, value)
     if not all(_plain(m) for m in lins): return torch.cat([m(x) for m in lins], dim=-1)
     return F.linear(x, torch.cat([m.weight for m in lins]), torch.cat([m.bias for m in lins]))

@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/heads.html.md"""
 
 # %% ../nbs/05_heads.ipynb #2aa40810
 from __future__ import annotations
-import importlib
+
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Literal
@@ -15,45 +15,51 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ConfigError, check_fields, check_range, build
+from .config import ConfigError, Registry, check_fields, check_range, build
 from .bert import BertModel, mean_pool
-from .checkpoint import CheckpointError, check_folder, read_json, read_tensors, save_json, save_tensors
+from .checkpoint import (CheckpointError, check_folder, read_json, read_tensors, save_json,
+                                   save_tensors)
 
 # %% auto #0
-__all__ = ['OutputKind', 'TASK_TYPES', 'TASK_MODULES', 'task_type', 'HeadsConfig', 'LinearHead', 'cosine_score', 'MultitaskBert',
+__all__ = ['OutputKind', 'TASK_MODULES', 'TASK_TYPES', 'task_type', 'HeadsConfig', 'LinearHead', 'cosine_score', 'MultitaskBert',
            'Task', 'Sentiment', 'Paraphrase', 'Similarity', 'Entailment', 'save_multitask', 'checkpoint_folder',
            'load_multitask']
 
 # %% ../nbs/05_heads.ipynb #1f3c9b73
 OutputKind = Literal["multiclass", "binary", "regression"]
-TASK_TYPES: dict[str, type] = {}                 # task name → `Task` subclass (filled in below and by later lessons)
 TASK_MODULES = {"mlm": "minbert_nb.pretrain"}    # tasks defined by a later lesson: where to find them
+TASK_TYPES = Registry(TASK_MODULES)  # task name → `Task` subclass (filled in below and by later lessons)
 
 def task_type(name: str) -> type:
     "The `Task` class of a task name; imports the lesson that defines it if needed."
-    if name not in TASK_TYPES and name in TASK_MODULES: importlib.import_module(TASK_MODULES[name])
-    if name not in TASK_TYPES: raise ConfigError(f"unknown task {name!r}; tasks are {', '.join(sorted(set(TASK_TYPES) | set(TASK_MODULES)))}")
-    return TASK_TYPES[name]
+    if (t := TASK_TYPES.lookup(name)) is None:
+        raise ConfigError(
+            f"unknown task {name!r}; tasks are {', '.join(sorted(set(TASK_TYPES) | set(TASK_MODULES)))}")
+    return t
 
 @dataclass(frozen=True)
 class HeadsConfig:
     "Which heads, and how each reads the encoder."
     tasks: tuple[str, ...] = ("sst", "para", "sts")
-    sst_pooling: Literal["cls", "mean"] = "cls"          # BERT's pooler on [CLS], or the masked mean of tokens
-    para_mode: Literal["siamese", "cross"] = "cross"      # bi-encoder [u; v] → linear (the report), or cross-encoder
-    sts_mode: Literal["cosine", "cross"] = "cosine"       # cos(mean(a), mean(b)) (the report), or cross-encoder regression
+    sst_pooling: Literal["cls", "mean"] = "cls"  # BERT's pooler on [CLS], or the masked mean of tokens
+    # bi-encoder [u; v] → linear (the report), or cross-encoder
+    para_mode: Literal["siamese", "cross"] = "cross"
+    # cos(mean(a), mean(b)) (the report), or cross-encoder regression
+    sts_mode: Literal["cosine", "cross"] = "cosine"
     dropout: float = 0.1                                  # before each linear head
     n_sst: int = 5                                        # SST-5 classes
     n_nli: int = 3                                        # entailment / neutral / contradiction
 
     def __post_init__(self):
         check_fields(self)
-        check_range(self, "tasks", len(self.tasks) > 0 and len(set(self.tasks)) == len(self.tasks), "a non-empty list of distinct task names")
+        check_range(self, "tasks", len(self.tasks) > 0 and len(set(self.tasks)) == len(self.tasks),
+                    "a non-empty list of distinct task names")
         for t in self.tasks:
             try: task_type(t)
             except ConfigError as e: raise ConfigError(f"tasks: {e}") from None
         check_range(self, "dropout", 0 <= self.dropout < 1, "in [0, 1)")
-        check_range(self, "n_sst", self.n_sst >= 2, ">= 2"); check_range(self, "n_nli", self.n_nli >= 2, ">= 2")
+        check_range(self, "n_sst", self.n_sst >= 2, ">= 2")
+        check_range(self, "n_nli", self.n_nli >= 2, ">= 2")
 
     def pair_mode(self, task: str) -> Literal["single", "siamese", "cross"]:
         "How the data loader must encode the task's inputs."
@@ -93,7 +99,8 @@ class MultitaskBert(nn.Module):
 
     def task(self, name: str):
         "The `Task` object of `name`; a `ConfigError` when the model has no head for it."
-        if name not in self.tasks: raise ConfigError(f"task {name!r} has no head in this model (tasks: {', '.join(self.cfg.tasks)})")
+        if name not in self.tasks:
+            raise ConfigError(f"task {name!r} has no head in this model (tasks: {', '.join(self.cfg.tasks)})")
         return self.tasks[name]
 
     def _suffixes(self, task: str) -> tuple[str, ...]:
@@ -103,8 +110,11 @@ class MultitaskBert(nn.Module):
         "Word embeddings (B, T, C) of each encoder input of the task."
         return [self.bert.embeddings.word_embeddings(batch["input_ids" + s]) for s in self._suffixes(task)]
 
-    def pooled(self, task: str, batch: dict, embeds: list | None = None, pooling: str = "cls") -> list[torch.Tensor]:
-        "One (B, C) vector per encoder input of the task: BERT's pooler on [CLS] (`cls`) or the masked mean (`mean`)."
+    def pooled(self, task: str, batch: dict, embeds: list | None = None, pooling: str = "cls"
+    ) -> list[torch.Tensor]:
+        """One (B, C) vector per encoder input of the task: BERT's pooler on [CLS] (`cls`) or the masked mean
+        (`mean`).
+        """
         sfx = self._suffixes(task)
         out = []
         for s, e in zip(sfx, embeds or [None] * len(sfx)):
@@ -113,7 +123,8 @@ class MultitaskBert(nn.Module):
             out.append(o.pooler_output if pooling == "cls" else mean_pool(o.last_hidden_state, am))
         return out
 
-    def task_forward(self, task: str, batch: dict, inputs_embeds: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def task_forward(self, task: str, batch: dict, inputs_embeds: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         "The task's output (logits or a score) for a batch, or for given word embeddings of its inputs."
         return self.task(task).forward(self, batch, inputs_embeds)
 
@@ -141,7 +152,9 @@ class Task:
         raise NotImplementedError
 
     def loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
-        "Cross-entropy (class logits), BCE on the logit (binary), squared error (score), mean over the batch, in fp32."
+        """Cross-entropy (class logits), BCE on the logit (binary), squared error (score), mean over the
+        batch, in fp32.
+        """
         y, out = batch["labels"], output.float()
         if self.kind == "multiclass": return F.cross_entropy(out, y)
         if self.kind == "binary": return F.binary_cross_entropy_with_logits(out, y.float())
@@ -170,29 +183,40 @@ class Paraphrase(Task):
         C = m.bert.config.hidden_size
         return LinearHead(2 * C if self.cfg.para_mode == "siamese" else C, 1, self.cfg.dropout)
     def forward(self, m, batch, embeds=None):
-        "A logit (B,): the head on [u; v] of the two [CLS] vectors (siamese), or on the joint input's [CLS] (cross)."
+        """A logit (B,): the head on [u; v] of the two [CLS] vectors (siamese), or on the joint input's [CLS]
+        (cross).
+        """
         return m.heads[self.name](torch.cat(m.pooled(self.name, batch, embeds, "cls"), dim=-1))
 
 class Similarity(Task):
     "STS: a sentence pair → a similarity score, trained on [0, 1] against gold/5."
     kind = "regression"
     def pair_mode(self): return "siamese" if self.cfg.sts_mode == "cosine" else "cross"
-    def head(self, m): return LinearHead(m.bert.config.hidden_size, 1, self.cfg.dropout) if self.cfg.sts_mode == "cross" else None
+    def head(self, m):
+        return (LinearHead(m.bert.config.hidden_size, 1, self.cfg.dropout) if self.cfg.sts_mode == "cross"
+                else None)
+
     def forward(self, m, batch, embeds=None):
-        "A score (B,): cos(u, v) of the two mean-pooled vectors (cosine), or the head on the joint [CLS] (cross)."
+        """A score (B,): cos(u, v) of the two mean-pooled vectors (cosine), or the head on the joint [CLS]
+        (cross).
+        """
         if self.cfg.sts_mode == "cosine": return cosine_score(*m.pooled(self.name, batch, embeds, "mean"))
         (u,) = m.pooled(self.name, batch, embeds, "cls")
         return m.heads[self.name](u)
     def loss(self, output, batch): return F.mse_loss(output.float(), batch["labels"].float() / 5.0)
     def predict(self, output): return (5.0 * output).clamp(0.0, 5.0)
 
+# %% ../nbs/05_heads.ipynb #ta000004-1
 class Entailment(Task):
     "NLI: a premise and a hypothesis together → `n_nli` logits."
     def pair_mode(self): return "cross"
     def head(self, m): return LinearHead(m.bert.config.hidden_size, self.cfg.n_nli, self.cfg.dropout)
-    def forward(self, m, batch, embeds=None): return m.heads[self.name](m.pooled(self.name, batch, embeds, "cls")[0])
+    def forward(self, m, batch, embeds=None):
+        return m.heads[self.name](m.pooled(self.name, batch, embeds, "cls")[0])
 
-TASK_TYPES.update(sst=Sentiment, para=Paraphrase, sts=Similarity, nli=Entailment)
+
+for _n, _t in dict(sst=Sentiment, para=Paraphrase, sts=Similarity, nli=Entailment).items():
+    TASK_TYPES.register(_n, _t)
 
 # %% ../nbs/05_heads.ipynb #f457d51d
 def save_multitask(model: MultitaskBert, folder, tokenizer=None, extra: dict | None = None) -> Path:
@@ -200,33 +224,47 @@ def save_multitask(model: MultitaskBert, folder, tokenizer=None, extra: dict | N
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     model.bert.save_pretrained(folder)
     save_tensors(model.heads.state_dict(), folder/"heads.safetensors")
-    save_json({"heads": {**asdict(model.cfg), "tasks": list(model.cfg.tasks)}, **(extra or {})}, folder/"heads.json")
+    save_json({"heads": {**asdict(model.cfg), "tasks": list(model.cfg.tasks)}, **(extra or {})},
+              folder / "heads.json")
     if tokenizer is not None: tokenizer.save_pretrained(str(folder))
     return folder
 
 def checkpoint_folder(folder) -> Path:
-    "A multitask checkpoint folder: `folder` itself, or the `best/` of a run folder; checked against its manifest when it has one."
+    """A multitask checkpoint folder: `folder` itself, or the `best/` of a run folder; checked against its
+    manifest when it has one.
+    """
     folder = Path(folder)
     if not (folder/"heads.json").exists() and (folder/"best").is_dir(): folder = folder/"best"
-    if (folder/"manifest.json").exists() or (folder.parent/f".{folder.name}.old").exists(): check_folder(folder)
+    if (folder / "manifest.json").exists() or (folder.parent / f".{folder.name}.old").exists():
+        check_folder(folder)
     return folder
 
+# %% ../nbs/05_heads.ipynb #f457d51d-1
 def load_multitask(folder) -> MultitaskBert:
     "Load a folder written by `save_multitask` (or a run folder); strict: every tensor must match."
     folder = checkpoint_folder(folder)
     for f in ("config.json", "model.safetensors", "heads.safetensors", "heads.json"):
-        if not (folder/f).exists(): raise CheckpointError(f"{folder}: missing {f}; expected a checkpoint written by `minbert train`")
+        if not (folder / f).exists():
+            raise CheckpointError(f"{folder}: missing {f}; expected a checkpoint written by `minbert train`")
     meta = read_json(folder/"heads.json")
-    if not isinstance(meta.get("heads"), dict): raise CheckpointError(f"{folder/'heads.json'}: no 'heads' mapping (the HeadsConfig)")
+    if not isinstance(meta.get("heads"), dict):
+        raise CheckpointError(f"{folder/'heads.json'}: no 'heads' mapping (the HeadsConfig)")
     if missing := sorted({f.name for f in fields(HeadsConfig)} - set(meta["heads"])):
-        raise CheckpointError(f"{folder/'heads.json'}: heads: missing key(s) {missing}; the file is damaged or was not written by `minbert train`")
-    try: hc = build(HeadsConfig, meta["heads"], "heads")
-    except ConfigError as e: raise CheckpointError(f"{folder/'heads.json'}: {e}") from None
+        raise CheckpointError(
+            f"{folder/'heads.json'}: heads: missing key(s) {missing}; the file is damaged or was not written"
+            " by `minbert train`")
+    try:
+        hc = build(HeadsConfig, meta["heads"], "heads")
+    except ConfigError as e:
+        raise CheckpointError(f"{folder/'heads.json'}: {e}") from None
     model = MultitaskBert(BertModel.from_pretrained(folder), hc)
     sd, own = read_tensors(folder/"heads.safetensors"), model.heads.state_dict()
     missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+              if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        raise CheckpointError(f"{folder/'heads.safetensors'}: missing {missing}, unexpected {unexpected}, shape mismatch {shapes}")
+        raise CheckpointError(
+            f"{folder/'heads.safetensors'}: missing {missing}, unexpected {unexpected}, shape mismatch"
+            f" {shapes}")
     model.heads.load_state_dict(sd)
     return model.eval()

@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/lora.html.md"""
 
 # %% ../nbs/12_lora.ipynb #cfdbd1c2
 from __future__ import annotations
-import copy, json, math
+import copy, math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -33,8 +33,10 @@ class LoRALinear(nn.Module):
                  alpha: float,                 # ΔW is scaled by alpha / r
                  dropout: float = 0.0):        # dropout on the LoRA branch's input
         super().__init__()
-        if not isinstance(base_layer, nn.Linear): raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base_layer).__name__}")
-        if not (isinstance(r, int) and r >= 1): raise ValueError(f"LoRA rank r must be an integer >= 1, got {r!r}")
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base_layer).__name__}")
+        if not (isinstance(r, int) and r >= 1):
+            raise ValueError(f"LoRA rank r must be an integer >= 1, got {r!r}")
         self.base_layer = base_layer.requires_grad_(False)
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
         kw = dict(device=base_layer.weight.device, dtype=base_layer.weight.dtype)
@@ -54,10 +56,15 @@ class LoRALinear(nn.Module):
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling       # (d, r) @ (r, k) → (d, k)
 
     def forward(self, x):
-        "x (..., k) → (..., d): W0 x + b + (α/r)·B A dropout(x), dropout = `self.lora_dropout`; merged: the base layer alone."
+        """x (..., k) → (..., d): W0 x + b + (α/r)·B A dropout(x), dropout = `self.lora_dropout`; merged: the
+        base layer alone.
+        """
         h = self.base_layer(x)                                                # W0 x + b
         if self.merged:
-            if self.training: raise RuntimeError("LoRALinear is merged: call unmerge_lora(model) before training (a merged layer gives LoRA no gradient)")
+            if self.training:
+                raise RuntimeError(
+                    "LoRALinear is merged: call unmerge_lora(model) before training (a merged layer gives"
+                    " LoRA no gradient)")
             return h
         return h + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
 
@@ -68,7 +75,8 @@ class LoRALinear(nn.Module):
 @torch.no_grad()
 def merge(self: LoRALinear):
     "W ← W0 + (α/r)·BA, in place in base_layer.weight (in its dtype); then `merged` is True."
-    if self.merged: raise RuntimeError("LoRALinear.merge: this layer is already merged (merged=True); unmerge it first")
+    if self.merged:
+        raise RuntimeError("LoRALinear.merge: this layer is already merged (merged=True); unmerge it first")
     w = self.base_layer.weight
     w += self.delta_weight().to(w.dtype)
     self.merged = True
@@ -83,12 +91,14 @@ def unmerge(self: LoRALinear):
     self.merged = False
 
 # %% ../nbs/12_lora.ipynb #703fe456
-ALL_LINEAR = ("query", "key", "value", "output.dense", "intermediate.dense")  # 6 linears per layer; not the pooler
+# 6 linears per layer; not the pooler
+ALL_LINEAR = ("query", "key", "value", "output.dense", "intermediate.dense")
 
 def _as_targets(targets) -> tuple[str, ...]:
     "A tuple of names from a tuple/list, or a `+`-joined string (`query+value`)."
     if isinstance(targets, str): targets = targets.split("+")
-    if not all(isinstance(s, str) for s in targets): raise ConfigError(f"LoRA targets must be module names (strings), got {targets!r}")
+    if not all(isinstance(s, str) for s in targets):
+        raise ConfigError(f"LoRA targets must be module names (strings), got {targets!r}")
     t = tuple(s.strip() for s in targets)
     if not t or not all(t): raise ConfigError(f"LoRA targets must be non-empty module names, got {targets!r}")
     return t
@@ -101,6 +111,7 @@ def resolve_targets(targets) -> tuple[str, ...]:
             if s not in out: out.append(s)
     return tuple(out)
 
+# %% ../nbs/12_lora.ipynb #703fe456-1
 @dataclass(frozen=True)
 class LoRAConfig:
     "Rank, scaling, target modules and dropout of a LoRA adapter."
@@ -117,16 +128,23 @@ class LoRAConfig:
 
     @classmethod
     def parse(cls, spec: str) -> LoRAConfig:
-        "From `r=8,alpha=16,targets=query+value,dropout=0.1` (the `--lora` flag); omitted keys keep their defaults."
+        """From `r=8,alpha=16,targets=query+value,dropout=0.1` (the `--lora` flag); omitted keys keep their
+        defaults.
+        """
         kinds, kw = {"r": int, "alpha": float, "targets": str, "dropout": float}, {}
         for item in (s.strip() for s in spec.split(",")):
             if not item: continue
             key, eq, val = (s.strip() for s in item.partition("="))
-            if key not in kinds: raise ConfigError(f"--lora {spec!r}: unknown key {key!r}; expected key=value pairs with keys {', '.join(kinds)}")
-            if not eq or not val: raise ConfigError(f"--lora {spec!r}: {key!r} has no value; write {key}=VALUE")
+            if key not in kinds:
+                raise ConfigError(f"--lora {spec!r}: unknown key {key!r}; "
+                                  f"expected key=value pairs with keys {', '.join(kinds)}")
+            if not eq or not val:
+                raise ConfigError(f"--lora {spec!r}: {key!r} has no value; write {key}=VALUE")
             if key in kw: raise ConfigError(f"--lora {spec!r}: {key!r} is given twice")
             try: kw[key] = kinds[key](val)
-            except ValueError: raise ConfigError(f"--lora {spec!r}: {key}={val!r} is not a{'n integer' if kinds[key] is int else ' number'}") from None
+            except ValueError:
+                kind = "an integer" if kinds[key] is int else "a number"
+                raise ConfigError(f"--lora {spec!r}: {key}={val!r} is not {kind}") from None
         return cls(**kw)
 
 # %% ../nbs/12_lora.ipynb #175b7378
@@ -134,8 +152,9 @@ def find_bert(model: nn.Module) -> tuple[str, BertModel]:
     "(prefix, module) of the one `BertModel` inside `model` (prefix '' when `model` is one)."
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, BertModel)]
     if len(found) != 1:
-        raise ValueError(f"LoRA needs exactly one minbert_nb BertModel inside {type(model).__name__}, found {len(found)}"
-                         + (f": {', '.join(n or '<root>' for n, _ in found)}" if found else ""))
+        raise ValueError(
+            f"LoRA needs exactly one minbert_nb BertModel inside {type(model).__name__}, found {len(found)}"
+            + (f": {', '.join(n or '<root>' for n, _ in found)}" if found else ""))
     return found[0]
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
@@ -150,22 +169,32 @@ def add_lora(model: nn.Module,                     # a BertModel, or a module ho
              alpha: float = 16.0,                  # scaling numerator
              targets=("query", "value"),           # module-name suffixes, `all-linear`, or `query+value`
              dropout: float = 0.0) -> nn.Module:   # dropout on the LoRA input
-    "Wrap the targeted linear layers of the encoder in `LoRALinear`, freeze the rest of the encoder; returns `model`."
+    """Wrap the targeted linear layers of the encoder in `LoRALinear`, freeze the rest of the encoder; returns
+    `model`.
+    """
     cfg = LoRAConfig(r, alpha, targets, dropout)
     _, bert = find_bert(model)
-    if lora_layers(model): raise ValueError("add_lora: the model already has LoRA layers; call merge_and_unload(model) first")
+    if lora_layers(model):
+        raise ValueError("add_lora: the model already has LoRA layers; call merge_and_unload(model) first")
     names, wanted = [], resolve_targets(cfg.targets)
     for t in wanted:
         hits = [n for n, m in bert.named_modules() if n and _matches(n, (t,))]
-        if not hits: raise ValueError(f"add_lora: target {t!r} matches no module of the BertModel; linear layers end in query, key, value, dense")
+        if not hits:
+            raise ValueError(
+                f"add_lora: target {t!r} matches no module of the BertModel; linear layers end in query, key,"
+                " value, dense")
         bad = [n for n in hits if not isinstance(bert.get_submodule(n), nn.Linear)]
-        if bad: raise ValueError(f"add_lora: target {t!r} matches {bad[0]!r}, a {type(bert.get_submodule(bad[0])).__name__}, not an nn.Linear")
+        if bad:
+            raise ValueError(
+                f"add_lora: target {t!r} matches {bad[0]!r}, a {type(bert.get_submodule(bad[0])).__name__},"
+                " not an nn.Linear")
         names += [n for n in hits if n not in names]
     bert.requires_grad_(False)
     for n in names:
         parent, _, child = n.rpartition(".")
         base = bert.get_submodule(n)
-        setattr(bert.get_submodule(parent), child, LoRALinear(base, cfg.r, cfg.alpha, cfg.dropout).train(base.training))
+        setattr(bert.get_submodule(parent), child,
+                LoRALinear(base, cfg.r, cfg.alpha, cfg.dropout).train(base.training))
     bert.lora_config = cfg   # what save_adapters / export_peft write down
     return model
 
@@ -186,7 +215,10 @@ def merge_lora(model: nn.Module) -> nn.Module:
     "Fold ΔW into every LoRA layer's weight (all must be unmerged)."
     layers = _all_layers(model, "merge_lora")
     done = [n for n, l in layers.items() if l.merged]
-    if done: raise RuntimeError(f"merge_lora: already merged ({len(done)} of {len(layers)} layers, e.g. {done[0]}); call unmerge_lora first")
+    if done:
+        raise RuntimeError(
+            f"merge_lora: already merged ({len(done)} of {len(layers)} layers, e.g. {done[0]}); call"
+            " unmerge_lora first")
     for l in layers.values(): l.merge()
     return model
 
@@ -194,7 +226,10 @@ def unmerge_lora(model: nn.Module) -> nn.Module:
     "Take ΔW out of every LoRA layer's weight (all must be merged)."
     layers = _all_layers(model, "unmerge_lora")
     todo = [n for n, l in layers.items() if not l.merged]
-    if todo: raise RuntimeError(f"unmerge_lora: not merged ({len(todo)} of {len(layers)} layers, e.g. {todo[0]}); call merge_lora first")
+    if todo:
+        raise RuntimeError(
+            f"unmerge_lora: not merged ({len(todo)} of {len(layers)} layers, e.g. {todo[0]}); call merge_lora"
+            " first")
     for l in layers.values(): l.unmerge()
     return model
 
@@ -208,6 +243,7 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     if hasattr(bert, "lora_config"): del bert.lora_config
     return model
 
+# %% ../nbs/12_lora.ipynb #9d794a29-1
 def set_lora_weights(model: nn.Module, std: float = 0.02, seed: int = 0) -> nn.Module:
     "Random non-zero A and B (for tests: at B = 0 every check passes trivially)."
     g = torch.Generator().manual_seed(seed)
@@ -221,31 +257,40 @@ ADAPTER_FILE, ADAPTER_CONFIG = "lora.safetensors", "lora.json"
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     "The LoRA tensors, keyed by their path inside the BertModel."
     _, bert = find_bert(model)
-    return {f"{n}.{w}.weight": getattr(l, w).weight for n, l in lora_layers(bert).items() for w in ("lora_A", "lora_B")}
+    return {f"{n}.{w}.weight": getattr(l, w).weight for n, l in lora_layers(bert).items()
+            for w in ("lora_A", "lora_B")}
 
 def _lora_config(model, fn: str) -> LoRAConfig:
     _, bert = find_bert(model)
     cfg = getattr(bert, "lora_config", None)
-    if cfg is None or not lora_layers(bert): raise ValueError(f"{fn}: the model has no LoRA layers (call add_lora first)")
+    if cfg is None or not lora_layers(bert):
+        raise ValueError(f"{fn}: the model has no LoRA layers (call add_lora first)")
     return cfg
 
 def save_adapters(model: nn.Module, folder) -> Path:
     "Write `lora.safetensors` (A and B of every layer) and `lora.json` (the LoRAConfig) into `folder`."
     cfg, folder = _lora_config(model, "save_adapters"), Path(folder)
     save_tensors(lora_state_dict(model), folder/ADAPTER_FILE, metadata={"format": "pt"})
-    save_json({"format": "minbert-nb-lora", "r": cfg.r, "alpha": cfg.alpha, "targets": list(cfg.targets), "dropout": cfg.dropout},
-              folder/ADAPTER_CONFIG)
+    save_json(
+        {"format": "minbert-nb-lora", "r": cfg.r, "alpha": cfg.alpha, "targets": list(cfg.targets),
+         "dropout": cfg.dropout},
+        folder / ADAPTER_CONFIG,
+    )
     return folder
 
 # %% ../nbs/12_lora.ipynb #052182fe
 def _load_lora_tensors(model: nn.Module, sd: dict, source: str):
     "Copy `sd` into the LoRA layers, strictly."
-    if any(l.merged for l in lora_layers(model).values()): raise RuntimeError(f"{source}: the model's LoRA layers are merged; unmerge_lora(model) before loading adapters")
+    if any(l.merged for l in lora_layers(model).values()):
+        raise RuntimeError(
+            f"{source}: the model's LoRA layers are merged; unmerge_lora(model) before loading adapters")
     own = lora_state_dict(model)
     missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
-    problems = ([f"missing tensors: {', '.join(missing[:4])}"] if missing else []) + \
-               ([f"unexpected tensors: {', '.join(unexpected[:4])}"] if unexpected else []) + (["shape mismatch: " + "; ".join(shapes[:4])] if shapes else [])
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+              if k in sd and sd[k].shape != own[k].shape]
+    problems = (([f"missing tensors: {', '.join(missing[:4])}"] if missing else [])
+                + ([f"unexpected tensors: {', '.join(unexpected[:4])}"] if unexpected else [])
+                + (["shape mismatch: " + "; ".join(shapes[:4])] if shapes else []))
     if problems: raise CheckpointError(f"{source}: " + " | ".join(problems))
     with torch.no_grad():
         for k, p in own.items(): p.copy_(sd[k])
@@ -257,17 +302,26 @@ def _ensure_lora(model: nn.Module, cfg: LoRAConfig, source: str):
     have = bert.lora_config
     diff = [f"{f}: file {getattr(cfg, f)!r} vs model {getattr(have, f)!r}" for f in ("r", "alpha")
             if getattr(cfg, f) != getattr(have, f)]
-    if set(resolve_targets(cfg.targets)) != set(resolve_targets(have.targets)): diff.append(f"targets: file {cfg.targets} vs model {have.targets}")
-    if diff: raise ConfigError(f"{source}: the adapter does not fit the LoRA in the model ({'; '.join(diff)})")
+    if set(resolve_targets(cfg.targets)) != set(resolve_targets(have.targets)):
+        diff.append(f"targets: file {cfg.targets} vs model {have.targets}")
+    if diff:
+        raise ConfigError(f"{source}: the adapter does not fit the LoRA in the model ({'; '.join(diff)})")
 
+# %% ../nbs/12_lora.ipynb #052182fe-1
 def load_adapters(model: nn.Module, folder) -> nn.Module:
-    "Load `save_adapters` output: injects LoRA if the model has none, then copies A and B strictly; returns `model`."
+    """Load `save_adapters` output: injects LoRA if the model has none, then copies A and B strictly; returns
+    `model`.
+    """
     folder = Path(folder)
     for f in (ADAPTER_FILE, ADAPTER_CONFIG):
-        if not (folder/f).exists(): raise CheckpointError(f"{folder}: no {f}; expected the output of save_adapters")
+        if not (folder / f).exists():
+            raise CheckpointError(f"{folder}: no {f}; expected the output of save_adapters")
     d = read_json(folder/ADAPTER_CONFIG)
-    if d.get("format") != "minbert-nb-lora": raise CheckpointError(f"{folder/ADAPTER_CONFIG}: format is {d.get('format')!r}, expected 'minbert-nb-lora'")
-    cfg = LoRAConfig(**{f.name: (tuple(d[f.name]) if f.name == "targets" else d[f.name]) for f in fields(LoRAConfig)})
+    if d.get("format") != "minbert-nb-lora":
+        raise CheckpointError(
+            f"{folder/ADAPTER_CONFIG}: format is {d.get('format')!r}, expected 'minbert-nb-lora'")
+    cfg = LoRAConfig(
+        **{f.name: tuple(d[f.name]) if f.name == "targets" else d[f.name] for f in fields(LoRAConfig)})
     _ensure_lora(model, cfg, str(folder))
     _load_lora_tensors(model, read_tensors(folder/ADAPTER_FILE), str(folder/ADAPTER_FILE))
     return model
@@ -276,32 +330,50 @@ def load_adapters(model: nn.Module, folder) -> nn.Module:
 PEFT_PREFIX = "base_model.model."
 
 def export_peft(model: nn.Module, folder, base_model_name_or_path: str | None = None) -> Path:
-    "Write the LoRA as a PEFT adapter folder that `peft.PeftModel.from_pretrained(transformers.BertModel…, folder)` loads."
+    """Write the LoRA as a PEFT adapter folder that `peft.PeftModel.from_pretrained(transformers.BertModel…,
+    folder)` loads.
+    """
     cfg, folder = _lora_config(model, "export_peft"), Path(folder)
-    if any(l.merged for l in lora_layers(model).values()): raise RuntimeError("export_peft: the LoRA layers are merged; unmerge_lora(model) first")
-    save_tensors({PEFT_PREFIX + k: v for k, v in lora_state_dict(model).items()}, folder/"adapter_model.safetensors", metadata={"format": "pt"})
-    save_json({"peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model_name_or_path,
-               "r": cfg.r, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout, "target_modules": list(resolve_targets(cfg.targets)),
-               "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False, "init_lora_weights": True,
-               "modules_to_save": None, "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {}, "inference_mode": True},
-              folder/"adapter_config.json")
+    if any(l.merged for l in lora_layers(model).values()):
+        raise RuntimeError("export_peft: the LoRA layers are merged; unmerge_lora(model) first")
+    save_tensors({PEFT_PREFIX + k: v for k, v in lora_state_dict(model).items()},
+                 folder / "adapter_model.safetensors", metadata={"format": "pt"})
+    save_json(
+        {"peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model_name_or_path,
+         "r": cfg.r, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
+         "target_modules": list(resolve_targets(cfg.targets)), "bias": "none", "fan_in_fan_out": False,
+         "use_rslora": False, "use_dora": False, "init_lora_weights": True, "modules_to_save": None,
+         "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {}, "inference_mode": True},
+        folder / "adapter_config.json",
+    )
     return folder
 
 # %% ../nbs/12_lora.ipynb #8ec70ea5
 def import_peft(model: nn.Module, folder) -> nn.Module:
-    "Load a PEFT LoRA adapter folder (saved from a BERT base) into our model: injects LoRA, copies A and B strictly."
+    """Load a PEFT LoRA adapter folder (saved from a BERT base) into our model: injects LoRA, copies A and B
+    strictly.
+    """
     folder = Path(folder)
     for f in ("adapter_config.json", "adapter_model.safetensors"):
         if not (folder/f).exists(): raise CheckpointError(f"{folder}: no {f}; expected a PEFT adapter folder")
     d = read_json(folder/"adapter_config.json")
     src = str(folder/"adapter_config.json")
-    if d.get("peft_type") != "LORA": raise ConfigError(f"{src}: peft_type is {d.get('peft_type')!r}, expected 'LORA'")
-    unsupported = [k for k, ok in (("use_dora", False), ("use_rslora", False), ("fan_in_fan_out", False), ("lora_bias", False)) if d.get(k, ok) != ok]
-    unsupported += [k for k in ("rank_pattern", "alpha_pattern", "modules_to_save", "layers_to_transform") if d.get(k)]
+    if d.get("peft_type") != "LORA":
+        raise ConfigError(f"{src}: peft_type is {d.get('peft_type')!r}, expected 'LORA'")
+    unsupported = [
+        k
+        for k, ok in (("use_dora", False), ("use_rslora", False), ("fan_in_fan_out", False),
+                      ("lora_bias", False))
+        if d.get(k, ok) != ok
+    ]
+    unsupported += [
+        k for k in ("rank_pattern", "alpha_pattern", "modules_to_save", "layers_to_transform") if d.get(k)]
     if d.get("bias", "none") != "none": unsupported.append(f"bias={d['bias']!r}")
-    if unsupported: raise ConfigError(f"{src}: import_peft reads plain LoRA only; unsupported: {', '.join(unsupported)}")
-    if not isinstance(d.get("target_modules"), list): raise ConfigError(f"{src}: target_modules must be a list of names, got {d.get('target_modules')!r}")
-    targets = tuple(sorted(d["target_modules"]))          # PEFT saves a set: its order changes from run to run
+    if unsupported:
+        raise ConfigError(f"{src}: import_peft reads plain LoRA only; unsupported: {', '.join(unsupported)}")
+    if not isinstance(d.get("target_modules"), list):
+        raise ConfigError(f"{src}: target_modules must be a list of names, got {d.get('target_modules')!r}")
+    targets = tuple(sorted(d["target_modules"]))  # PEFT saves a set: its order changes from run to run
     cfg = LoRAConfig(int(d["r"]), float(d["lora_alpha"]), targets, float(d.get("lora_dropout", 0.0)))
     sd = {}
     for k, v in read_tensors(folder/"adapter_model.safetensors").items():
@@ -317,7 +389,7 @@ def lora_trainable_fraction(cfg: BertConfig, r: int, targets) -> tuple[int, int]
     with torch.device("meta"): m = add_lora(BertModel(cfg), r=r, alpha=float(r), targets=targets)
     return count_parameters(m)
 
-def plot_trainable_vs_rank(cfg: BertConfig | None = None,                      # model shape (default bert-base)
+def plot_trainable_vs_rank(cfg: BertConfig | None = None,  # model shape (default bert-base)
                            ranks=(1, 2, 4, 8, 16, 32, 64),
                            target_sets=("query+value", "query+key+value", "all-linear"),
                            mark=(2, "all-linear")):                             # the report's setting
@@ -330,7 +402,8 @@ def plot_trainable_vs_rank(cfg: BertConfig | None = None,                      #
         ax.plot(ranks, pct, marker="o", label=t)
     if mark:
         a, b = lora_trainable_fraction(cfg, *mark)
-        ax.plot([mark[0]], [100 * a / b], "o", color="red", ms=9, mfc="none", label=f"report: r={mark[0]}, {mark[1]} ({100*a/b:.2f}%)")
+        ax.plot([mark[0]], [100 * a / b], "o", color="red", ms=9, mfc="none",
+                label=f"report: r={mark[0]}, {mark[1]} ({100*a/b:.2f}%)")
     ax.axhline(0.5, ls="--", color="gray", lw=1, label="0.5% budget")
     ax.set(xscale="log", yscale="log", xlabel="rank r", ylabel="% of parameters trainable",
            title=f"LoRA on a {cfg.num_hidden_layers}-layer, {cfg.hidden_size}-wide BERT (heads not counted)")
@@ -357,7 +430,8 @@ def plot_delta_spectrum(model: nn.Module):
     for i, (n, s) in enumerate(sv.items()):
         short = n.split("encoder.layer.")[-1].replace("attention.self.", "")
         ax.plot(range(1, len(s) + 1), s.numpy(), marker=".", color=cmap(i / max(1, len(sv) - 1)), label=short)
-    ax.set(yscale="log", xlabel="index i (σ_i = 0 for i > r)", ylabel="σ_i(ΔW)", title="Singular values of the learned ΔW = (α/r)·BA")
+    ax.set(yscale="log", xlabel="index i (σ_i = 0 for i > r)", ylabel="σ_i(ΔW)",
+           title="Singular values of the learned ΔW = (α/r)·BA")
     ax.legend(fontsize=6, ncol=2); fig.tight_layout()
     return fig
 
@@ -373,4 +447,5 @@ def _apply(run, cfg: LoRAConfig):
     add_lora(run.model, cfg.r, cfg.alpha, cfg.targets, cfg.dropout)
     run.export = lambda m: merge_and_unload(copy.deepcopy(m))   # the kept model: merged, a plain BERT
 
-TECHNIQUES["lora"] = Technique(_parse, _apply, order=0)          # before the others see the parameters
+# order 0: before the others see the parameters
+TECHNIQUES.register("lora", Technique(_parse, _apply, order=0), origin=_parse)

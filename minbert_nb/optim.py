@@ -14,7 +14,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from .config import seed_everything
 
 # %% auto #0
-__all__ = ['AdamW', 'compare_adamw', 'lr_lambda', 'get_scheduler', 'plot_schedules']
+__all__ = ['AdamW', 'compare_adamw', 'param_groups', 'fused_adamw', 'lr_lambda', 'get_scheduler', 'plot_schedules']
 
 # %% ../nbs/03_optim.ipynb #a5dbf052
 class AdamW(Optimizer):
@@ -22,13 +22,17 @@ class AdamW(Optimizer):
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, correct_bias: bool = True):
         if lr < 0: raise ValueError(f"lr must be >= 0, got {lr}")
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1): raise ValueError(f"betas must be in [0, 1), got {betas}")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
         if eps < 0: raise ValueError(f"eps must be >= 0, got {eps}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, correct_bias=correct_bias))
+        super().__init__(
+            params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, correct_bias=correct_bias))
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        "One update of each parameter θ with a gradient g: m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − αλθ − α_t·m/(√v + ε), α_t = α·√(1−β2ᵗ)/(1−β1ᵗ) (α_t = α if not `correct_bias`)."
+        """One update of each parameter θ with a gradient g:
+        m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − αλθ − α_t·m/(√v + ε),
+        α_t = α·√(1−β2ᵗ)/(1−β1ᵗ) (α_t = α if not `correct_bias`)."""
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
@@ -54,8 +58,11 @@ class AdamW(Optimizer):
         return loss
 
 # %% ../nbs/03_optim.ipynb #4f144e02
-def compare_adamw(steps: int = 1000, lr: float = 1e-2, weight_decay: float = 0.01, eps: float = 1e-8, seed: int = 0):
-    "Train the same linear least-squares model with ours and with `torch.optim.AdamW`; return (max |Δθ|, our losses, torch losses)."
+def compare_adamw(
+    steps: int = 1000, lr: float = 1e-2, weight_decay: float = 0.01, eps: float = 1e-8, seed: int = 0):
+    """Train the same linear least-squares model with ours and with `torch.optim.AdamW`; return (max |Δθ|, our
+    losses, torch losses).
+    """
     g = seed_everything(seed)
     X, w_true = torch.randn(64, 10, generator=g), torch.randn(10, 3, generator=g)
     Y = X @ w_true + 0.1 * torch.randn(64, 3, generator=g)
@@ -65,14 +72,38 @@ def compare_adamw(steps: int = 1000, lr: float = 1e-2, weight_decay: float = 0.0
         w = w0.clone().requires_grad_()
         opt, losses = opt_cls([w], lr=lr, betas=(0.9, 0.999), eps=eps, weight_decay=weight_decay), []
         for _ in range(steps):
-            opt.zero_grad(); loss = ((X @ w - Y) ** 2).mean(); loss.backward(); opt.step(); losses.append(loss.item())
+            opt.zero_grad()
+            loss = ((X @ w - Y) ** 2).mean()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
         runs.append((w.detach(), losses))
     return (runs[0][0] - runs[1][0]).abs().max().item(), runs[0][1], runs[1][1]
+
+# %% ../nbs/03_optim.ipynb #op0grp02
+def param_groups(encoder: Iterable[torch.nn.Parameter], heads: Iterable[torch.nn.Parameter],
+                 lr_encoder: float, lr_heads: float, weight_decay: float) -> list[dict]:
+    "Encoder matrices (decayed), encoder vectors (not decayed), heads (not decayed); empty groups dropped."
+    enc, heads = list(encoder), list(heads)
+    groups = [
+        dict(params=[p for p in enc if p.ndim > 1], lr=lr_encoder, weight_decay=weight_decay, name="encoder"),
+        dict(params=[p for p in enc if p.ndim <= 1], lr=lr_encoder, weight_decay=0.0, name="encoder"),
+        dict(params=heads, lr=lr_heads, weight_decay=0.0, name="heads")]
+    return [g for g in groups if g["params"]]
+
+def fused_adamw(params, **kw) -> torch.optim.AdamW:
+    """`torch.optim.AdamW` with the fused kernel where this PyTorch has it for these parameters, else
+    `foreach`.
+    """
+    params = list(params)
+    try: return torch.optim.AdamW(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError): return torch.optim.AdamW(params, foreach=True, **kw)
 
 # %% ../nbs/03_optim.ipynb #eed7631f
 def lr_lambda(warmup_steps: int, total_steps: int, kind: Literal["linear", "cosine", "constant"] = "linear"):
     "The multiplier η(s)/η_max as a function of the step s."
-    if kind not in ("linear", "cosine", "constant"): raise ValueError(f"schedule must be linear, cosine or constant, got {kind!r}")
+    if kind not in ("linear", "cosine", "constant"):
+        raise ValueError(f"schedule must be linear, cosine or constant, got {kind!r}")
     def f(s: int) -> float:
         if s < warmup_steps: return (s + 1) / (warmup_steps + 1)
         if kind == "constant": return 1.0

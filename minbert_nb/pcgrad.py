@@ -27,7 +27,9 @@ __all__ = ['gram', 'gram_rows', 'pc_coefficients', 'project_conflicting', 'plot_
 # %% ../nbs/11_pcgrad.ipynb #332d5ef0
 @contextmanager
 def _fp32_matmul():
-    "Full-precision fp32 matmuls inside the block (no TF32 / reduced-precision kernels): dot products decide conflicts."
+    """Full-precision fp32 matmuls inside the block (no TF32 / reduced-precision kernels): dot products decide
+    conflicts.
+    """
     old = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try: yield
@@ -61,13 +63,17 @@ def pc_coefficients(M: torch.Tensor, # (T, T) Gram matrix of the original gradie
             if dot < 0: A[i][j] -= dot / Mv[j][j]                   # g_i^PC −= (g_i^PC·g_j / ‖g_j‖²) g_j
     return torch.tensor(A, dtype=torch.float64)
 
+# %% ../nbs/11_pcgrad.ipynb #332d5ef0-1
 def project_conflicting(grads: list[torch.Tensor], # flat per-task gradients, (N,) each
                         generator: torch.Generator | None = None, # for the random order
                        ) -> list[torch.Tensor]:
-    "PCGrad: each g_i projected off the normal plane of every original g_j it conflicts with, in random order."
+    """PCGrad: each g_i projected off the normal plane of every original g_j it conflicts with, in random
+    order.
+    """
     if not grads: raise ValueError("project_conflicting: no gradients")
     if any(g.dim() != 1 or g.shape != grads[0].shape for g in grads):
-        raise ValueError(f"project_conflicting: expected flat gradients of one length, got shapes {[tuple(g.shape) for g in grads]}")
+        raise ValueError("project_conflicting: expected flat gradients of one length, got shapes"
+                         f" {[tuple(g.shape) for g in grads]}")
     G = torch.stack(grads)                                          # (T, N)
     A = pc_coefficients(gram(G), generator)
     with _fp32_matmul(): return list((A.to(G) @ G).unbind(0))       # (T, N) → T × (N,)
@@ -79,12 +85,19 @@ def plot_projection_2d(g1: torch.Tensor, g2: torch.Tensor, labels: tuple[str, st
     p1, p2 = project_conflicting([g1, g2])
     fig, ax = plt.subplots(figsize=(4, 4))
     arrows = [(g1, "C0", "-", labels[0]), (g2, "C1", "-", labels[1]), (p1, "C0", "--", labels[0] + " PC"),
-              (p2, "C1", "--", labels[1] + " PC"), (g1 + g2, "0.5", "-", "sum"), (p1 + p2, "k", "-", "PCGrad sum")]
+              (p2, "C1", "--", labels[1] + " PC"), (g1 + g2, "0.5", "-", "sum"),
+              (p1 + p2, "k", "-", "PCGrad sum")]
     for v, c, ls, lab in arrows:
-        ax.annotate("", xy=v.tolist(), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=c, ls=ls, lw=1.8))
-        ax.plot([0, float(v[0])], [0, float(v[1])], color=c, ls=ls, lw=0, label=lab)   # invisible line: legend + data
+        ax.annotate("", xy=v.tolist(), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=c, ls=ls, lw=1.8)
+        )
+        # invisible line: legend + data
+        ax.plot([0, float(v[0])], [0, float(v[1])], color=c, ls=ls, lw=0, label=lab)
     lim = 1.15 * float(torch.stack([g1, g2, p1, p2]).abs().max())
-    ax.set_xlim(-lim, lim); ax.set_ylim(-lim, lim); ax.set_aspect("equal"); ax.axhline(0, c="0.85", lw=0.8); ax.axvline(0, c="0.85", lw=0.8)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.axhline(0, c="0.85", lw=0.8)
+    ax.axvline(0, c="0.85", lw=0.8)
     ax.legend(fontsize=8, loc="lower left"); fig.tight_layout()
     return fig
 
@@ -95,23 +108,34 @@ class PCGradError(RuntimeError):
 def _identity(loss: torch.Tensor) -> torch.Tensor: return loss
 
 class PCGrad:
-    "Training strategy: per-task backward passes, PCGrad surgery on the shared parameters' gradients, one update."
-    def __init__(self, shared_params: Iterable[nn.Parameter], # the encoder's parameters (`model.shared_parameters()`)
+    """Training strategy: per-task backward passes, PCGrad surgery on the shared parameters' gradients, one
+    update.
+    """
+    # the encoder's parameters (`model.shared_parameters()`)
+    def __init__(self, shared_params: Iterable[nn.Parameter],
                  reduction: Literal["sum", "mean"] = "sum", # Σ_i g_i^PC (the paper) or the mean
                  generator: torch.Generator | None = None, # for the random projection order
                  track: bool = True, # keep every step's stats in `.history`
-                 tasks: Sequence[str] | None = None, # task names: allocate the buffer now (required under torch.distributed)
-                 retain_graph: bool = False): # keep each task's graph after its backward (only if tasks share a forward pass)
+                 # task names: allocate the buffer now (required under torch.distributed)
+                 tasks: Sequence[str] | None = None,
+                 # keep each task's graph after its backward (only if tasks share a forward pass)
+                 retain_graph: bool = False):
         self.params = [p for p in shared_params if p.requires_grad]
         if not self.params: raise ConfigError("PCGrad: no shared parameter requires a gradient")
-        if len({(p.dtype, p.device) for p in self.params}) > 1: raise ConfigError("PCGrad: the shared parameters must share one dtype and device")
-        if reduction not in ("sum", "mean"): raise ConfigError(f"PCGrad: reduction must be 'sum' or 'mean', got {reduction!r}")
-        self.reduction, self.generator, self.track, self.retain_graph = reduction, generator, track, retain_graph
+        if len({(p.dtype, p.device) for p in self.params}) > 1:
+            raise ConfigError("PCGrad: the shared parameters must share one dtype and device")
+        if reduction not in ("sum", "mean"):
+            raise ConfigError(f"PCGrad: reduction must be 'sum' or 'mean', got {reduction!r}")
+        self.reduction, self.generator = reduction, generator
+        self.track, self.retain_graph = track, retain_graph
         self.numel = sum(p.numel() for p in self.params)
-        self.tasks, self.G, self._rows = [], [], []              # row order; per task: a flat (N,) row of this step, its parameter views
+        # row order; per task: a flat (N,) row of this step, its parameter views
+        self.tasks, self.G, self._rows = [], [], []
         self._seen, self._fresh, self.steps, self.history = set(), True, 0, []
         if tasks is not None: self._grow(list(tasks))
-        elif dist.is_available() and dist.is_initialized(): raise ConfigError("PCGrad under torch.distributed needs tasks=[...] so that every process orders its buffers alike")
+        elif dist.is_available() and dist.is_initialized():
+            raise ConfigError("PCGrad under torch.distributed needs tasks=[...] "
+                              "so that every process orders its buffers alike")
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         "Parameter-shaped views into a flat (N,) tensor."
@@ -122,7 +146,8 @@ class PCGrad:
     def _grow(self, names: list[str]):
         "Give tasks not seen before a place in the row order."
         new = [t for t in dict.fromkeys(names) if t not in self.tasks]
-        self.tasks, self.G, self._rows = self.tasks + new, self.G + [None] * len(new), self._rows + [None] * len(new)
+        self.tasks, self.G, self._rows = self.tasks + new, self.G + [None] * len(
+            new), self._rows + [None] * len(new)
 
     def _new_row(self, r: int):
         "A zeroed (N,) row for task r, for this step only."
@@ -148,7 +173,9 @@ def _start_step(self: PCGrad):
 @patch
 def backward(self: PCGrad, losses: Mapping[str, torch.Tensor], # task → loss of this micro-batch
              scale: Callable[[torch.Tensor], torch.Tensor] = _identity): # GradScaler.scale under fp16 AMP
-    "One backward pass per task; shared gradients go into that task's buffer row, head gradients stay in .grad."
+    """One backward pass per task; shared gradients go into that task's buffer row, head gradients stay in
+    .grad.
+    """
     if not losses: raise PCGradError("PCGrad.backward: no losses")
     if self._fresh: self._start_step()
     self._grow(list(losses))
@@ -157,8 +184,10 @@ def backward(self: PCGrad, losses: Mapping[str, torch.Tensor], # task → loss o
         if task not in self._seen: self._new_row(r)
         for p, v in zip(self.params, self._rows[r]): p.grad = v         # autograd adds into the row, in place
         scale(loss).backward(retain_graph=self.retain_graph)
-        moved = [(v, p.grad) for v, p in zip(self._rows[r], self.params) if p.grad is not None and p.grad.data_ptr() != v.data_ptr()]
-        if moved: torch._foreach_copy_([v for v, _ in moved], [g for _, g in moved])   # a .grad replaced, not added into
+        moved = [(v, p.grad) for v, p in zip(self._rows[r], self.params)
+                 if p.grad is not None and p.grad.data_ptr() != v.data_ptr()]
+        # a .grad replaced, not added into
+        if moved: torch._foreach_copy_([v for v, _ in moved], [g for _, g in moved])
         for p in self.params: p.grad = None
         self._seen.add(task)
 
@@ -167,35 +196,40 @@ def _stats(M: torch.Tensor, A: torch.Tensor, names: list[str]) -> dict[str, floa
     "Cosines, share of conflicting pairs and the turn of the update, from the Gram matrix."
     T, d, st = len(names), M.diagonal().clamp_min(0).sqrt(), {"pcgrad/n_tasks": float(len(names))}
     pairs = [(i, j) for i in range(T) for j in range(i + 1, T)]
-    for i, j in pairs: st[f"pcgrad/cos/{names[i]}|{names[j]}"] = float(M[i, j] / (d[i] * d[j])) if d[i] * d[j] > 0 else math.nan
+    for i, j in pairs:
+        st[f"pcgrad/cos/{names[i]}|{names[j]}"] = (
+            float(M[i, j] / (d[i] * d[j])) if d[i] * d[j] > 0 else math.nan)
     st["pcgrad/conflicts"] = sum(float(M[i, j] < 0) for i, j in pairs) / len(pairs) if pairs else 0.0
     w, one = A.sum(0), torch.ones(T, dtype=M.dtype)
     den = math.sqrt(max(float(w @ M @ w), 0.0) * max(float(one @ M @ one), 0.0))
     st["pcgrad/cos_update"] = float(w @ M @ one) / den if den > 0 else math.nan
     return st
 
+# %% ../nbs/11_pcgrad.ipynb #583da4f5-1
 @patch
 def before_step(self: PCGrad) -> dict[str, float]:
     "Surgery on this step's per-task gradients; writes the shared parameters' .grad; returns stats to log."
-    if self._fresh or not self._seen: raise PCGradError("PCGrad.before_step: no backward() since the last step")
+    if self._fresh or not self._seen:
+        raise PCGradError("PCGrad.before_step: no backward() since the last step")
     present = [t in self._seen for t in self.tasks]
-    if dist.is_available() and dist.is_initialized():                # average each task's gradient over the processes
+    if dist.is_available() and dist.is_initialized():  # average each task's gradient over the processes
         mask = torch.tensor(present, dtype=torch.float32, device=self.params[0].device)
         dist.all_reduce(mask, op=dist.ReduceOp.MAX); present = (mask > 0).tolist()
         for r, pr in enumerate(present):
             if not pr: continue
-            if self.G[r] is None: self._new_row(r)                  # a task only other processes had: zeros here
+            if self.G[r] is None: self._new_row(r)  # a task only other processes had: zeros here
             dist.all_reduce(self.G[r]); self.G[r].div_(dist.get_world_size())
     idx = [r for r, pr in enumerate(present) if pr]
     M = gram_rows([self.G[i] for i in idx])                         # (T', T') of the tasks in this step
     finite = bool(torch.isfinite(M).all())
     A = pc_coefficients(M, self.generator) if finite else torch.eye(len(idx), dtype=torch.float64)
     w = (A.sum(0) / (len(idx) if self.reduction == "mean" else 1)).tolist()   # update = Σ_k w_k g_k
-    r = self.G[idx[0]]                      # written over the first row (not needed again this step): no new (N,) tensor
+    r = self.G[idx[0]]  # written over the first row (not needed again this step): no new (N,) tensor
     r.mul_(w[0])
     for k, wk in zip(idx[1:], w[1:]): r.add_(self.G[k], alpha=wk)
     for p, v in zip(self.params, self._rows[idx[0]]): p.grad = v   # .grad: views into that row
-    self.G, self._rows = [None] * len(self.tasks), [None] * len(self.tasks)   # the other rows are freed; the update lives on in .grad
+    # the other rows are freed; the update lives on in .grad
+    self.G, self._rows = [None] * len(self.tasks), [None] * len(self.tasks)
     names = [self.tasks[i] for i in idx]
     st = _stats(M, A, names) if finite else {"pcgrad/n_tasks": float(len(idx))}
     st["pcgrad/nonfinite"] = float(not finite)
@@ -207,14 +241,17 @@ def before_step(self: PCGrad) -> dict[str, float]:
 @patch
 def state_dict(self: PCGrad) -> dict:
     "The step count and the generator's state, JSON-serialisable."
-    return {"steps": self.steps, "generator": self.generator.get_state().tolist() if self.generator is not None else None}
+    return {"steps": self.steps,
+            "generator": self.generator.get_state().tolist() if self.generator is not None else None}
 
 @patch
 def load_state_dict(self: PCGrad, state: dict):
     "Restore what `state_dict` returned."
     self.steps = int(state["steps"])
     if state.get("generator") is not None:
-        if self.generator is None: raise PCGradError("PCGrad.load_state_dict: the state holds a generator state, but this PCGrad has no generator")
+        if self.generator is None:
+            raise PCGradError(
+                "PCGrad.load_state_dict: the state holds a generator state, but this PCGrad has no generator")
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
 
 # %% ../nbs/11_pcgrad.ipynb #pc000002
@@ -235,7 +272,7 @@ def _apply(run, cfg: PCGradConfig):
     run.strategy = PCGrad(run.model.shared_parameters(), reduction=cfg.reduction, tasks=run.rc.heads.tasks,
                           generator=torch.Generator().manual_seed(run.rc.train.seed))
 
-TECHNIQUES["pcgrad"] = Technique(_parse, _apply, order=2)
+TECHNIQUES.register("pcgrad", Technique(_parse, _apply, order=2), origin=_parse)
 
 # %% ../nbs/11_pcgrad.ipynb #1b160600
 def _steps_and(log: Sequence[Mapping], key: str):
@@ -244,10 +281,14 @@ def _steps_and(log: Sequence[Mapping], key: str):
 
 def plot_task_cosines(log: Sequence[Mapping[str, float]], # per-step stats (PCGrad.history, or a run's log)
                       step: int | None = None):           # the step the bars show (default: the last)
-    "Cosine of each pair of task gradients over training (below 0 they conflict), and at `step` as bars; returns the figure."
+    """Cosine of each pair of task gradients over training (below 0 they conflict), and at `step` as bars;
+    returns the figure.
+    """
     import matplotlib.pyplot as plt
     keys = sorted({k for e in log for k in e if k.startswith("pcgrad/cos/")})
-    if not keys: raise ValueError("plot_task_cosines: the log has no 'pcgrad/cos/…' entries (was the strategy PCGrad?)")
+    if not keys:
+        raise ValueError("plot_task_cosines: the log has no 'pcgrad/cos/…' entries (was the strategy PCGrad?)"
+        )
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [2.2, 1]})
     at = []
     for k in keys:
@@ -256,23 +297,36 @@ def plot_task_cosines(log: Sequence[Mapping[str, float]], # per-step stats (PCGr
         at.append((x[i], y[i]))
         rate = sum(v < 0 for v in y) / len(y)
         ax0.plot(x, y, label=f"{k.split('/', 2)[2].replace('|', ' · ')} ({rate:.0%} in conflict)")
-    ax0.axhline(0, color="k", lw=0.8); ax0.axhspan(-1, 0, color="tab:red", alpha=0.06); ax0.axvline(at[0][0], color="gray", ls=":")
-    ax0.set_xlabel("step"); ax0.set_ylabel("cos(gᵢ, gⱼ)"); ax0.set_title("task gradients: below 0 they conflict"); ax0.legend(fontsize=8)
+    ax0.axhline(0, color="k", lw=0.8)
+    ax0.axhspan(-1, 0, color="tab:red", alpha=0.06)
+    ax0.axvline(at[0][0], color="gray", ls=":")
+    ax0.set_xlabel("step")
+    ax0.set_ylabel("cos(gᵢ, gⱼ)")
+    ax0.set_title("task gradients: below 0 they conflict")
+    ax0.legend(fontsize=8)
     ax1.bar(range(len(keys)), [v for _, v in at], color=["tab:red" if v < 0 else "tab:blue" for _, v in at])
-    ax1.axhline(0, color="k", lw=0.8); ax1.set_xticks(range(len(keys)), [k.split("/", 2)[2].replace("|", "·") for k in keys], rotation=20, fontsize=8)
+    ax1.axhline(0, color="k", lw=0.8)
+    ax1.set_xticks(
+        range(len(keys)), [k.split("/", 2)[2].replace("|", "·") for k in keys], rotation=20, fontsize=8)
     ax1.set_title(f"step {at[0][0]}"); fig.tight_layout()
     return fig
 
+# %% ../nbs/11_pcgrad.ipynb #1b160600-1
 def plot_conflicts(log: Sequence[Mapping[str, float]], # per-step stats
                    window: int = 10): # steps in the running mean
     "Share of conflicting task pairs per step (dots) and its running mean (line); returns the figure."
     import matplotlib.pyplot as plt
     x, y = _steps_and(log, "pcgrad/conflicts")
-    if not x: raise ValueError("plot_conflicts: the log has no 'pcgrad/conflicts' entries (was the strategy PCGrad?)")
+    if not x:
+        raise ValueError(
+            "plot_conflicts: the log has no 'pcgrad/conflicts' entries (was the strategy PCGrad?)")
     run = [sum(y[max(0, i - window + 1):i + 1]) / len(y[max(0, i - window + 1):i + 1]) for i in range(len(y))]
     fig, ax = plt.subplots(figsize=(6, 2.8))
     ax.plot(x, y, "o", ms=3, alpha=0.5, label="per step"); ax.plot(x, run, "-", label=f"mean of {window}")
-    ax.set_ylim(-0.05, 1.05); ax.set_xlabel("step"); ax.set_ylabel("share of pairs with gᵢ·gⱼ < 0"); ax.legend(fontsize=8)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("step")
+    ax.set_ylabel("share of pairs with gᵢ·gⱼ < 0")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -17,10 +17,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .config import BertConfig, ConfigError, build, check_fields, check_range, resolve_model
+from .config import BertConfig, ConfigError, build, check_fields, check_range
 from .bert import _ACT, normalize_key, read_state_dict
 from .checkpoint import CheckpointError, read_tensors
-from .data import DataWarning, LengthBucketSampler, in_dev_slice, load_split, to_device
+from .data import DataWarning, in_dev_slice, load_split
+from .batches import LengthBucketSampler, to_device
 from .heads import MultitaskBert, TASK_TYPES, Task
 from .run import TECHNIQUES, RunConfig, Technique
 
@@ -41,13 +42,18 @@ class MaskingConfig:
     def __post_init__(self):
         check_fields(self)
         check_range(self, "mlm_prob", 0 < self.mlm_prob < 1, "in (0, 1)")
-        check_range(self, "mask_frac", self.mask_frac >= 0 and self.random_frac >= 0 and self.mask_frac + self.random_frac <= 1 + 1e-9,
-                    f">= 0, with random_frac ({self.random_frac}) >= 0 and a sum <= 1")
+        check_range(
+            self, "mask_frac",
+            self.mask_frac >= 0 and self.random_frac >= 0 and self.mask_frac + self.random_frac <= 1 + 1e-9,
+            f">= 0, with random_frac ({self.random_frac}) >= 0 and a sum <= 1")
 
     @property
-    def keep_frac(self) -> float: return max(0.0, 1.0 - self.mask_frac - self.random_frac)
+    def keep_frac(self) -> float:
+        return max(0.0, 1.0 - self.mask_frac - self.random_frac)
 
-REPORT_MASKING = MaskingConfig(mask_frac=0.8, random_frac=0.2)   # the report's split, read literally: 80% [MASK], 20% random
+
+# the report's split, read literally: 80% [MASK], 20% random
+REPORT_MASKING = MaskingConfig(mask_frac=0.8, random_frac=0.2)
 
 # %% ../nbs/09_pretrain.ipynb #c9f9e36b
 @dataclass
@@ -61,27 +67,34 @@ class MaskVocab:
     @classmethod
     def from_tokenizer(cls, tok) -> MaskVocab:
         "Read it off a Hugging Face WordPiece tokenizer."
-        if tok.mask_token_id is None: raise ConfigError(f"tokenizer {tok.name_or_path!r} has no mask token; MLM needs one")
+        if tok.mask_token_id is None:
+            raise ConfigError(f"tokenizer {tok.name_or_path!r} has no mask token; MLM needs one")
         pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
         special = sorted(set(tok.all_special_ids))
         bracket = torch.tensor([p.startswith("[") and p.endswith("]") for p in pieces])
         is_special = torch.zeros(len(pieces), dtype=torch.bool); is_special[special] = True
-        return cls(tok.mask_token_id, torch.tensor(special), torch.nonzero(~(bracket | is_special)).squeeze(1),
+        return cls(tok.mask_token_id, torch.tensor(special),
+                   torch.nonzero(~(bracket | is_special)).squeeze(1),
                    torch.tensor([p.startswith("##") for p in pieces]))
 
     @property
-    def vocab_size(self) -> int: return len(self.continuation)
+    def vocab_size(self) -> int:
+        return len(self.continuation)
 
-def special_tokens_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab: MaskVocab) -> torch.Tensor:
+
+def special_tokens_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab: MaskVocab
+) -> torch.Tensor:
     "(B, T) bool: True on special tokens and padding — positions that are never selected."
     return torch.isin(input_ids, vocab.special_ids.to(input_ids.device)) | (attention_mask == 0)
 
 # %% ../nbs/09_pretrain.ipynb #50894702
 def mask_tokens(input_ids: torch.Tensor,             # (B, T) token ids
-                special_mask: torch.Tensor,          # (B, T) bool: True where a token is never selected (`special_tokens_mask`)
+                # (B, T) bool: True where a token is never selected (`special_tokens_mask`)
+                special_mask: torch.Tensor,
                 vocab: MaskVocab,
                 cfg: MaskingConfig | None = None,    # default: Devlin et al.'s 15% and 80/10/10
-                generator: torch.Generator | None = None,  # a CPU generator: the same state gives the same masks
+                # a CPU generator: the same state gives the same masks
+                generator: torch.Generator | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     "BERT's corruption: (corrupted ids, labels), labels = the original id where selected and −100 elsewhere."
     cfg = cfg or MaskingConfig()
@@ -90,14 +103,15 @@ def mask_tokens(input_ids: torch.Tensor,             # (B, T) token ids
     r, u, r_force = (torch.rand(B, T, generator=generator) for _ in range(3))   # (B, T) each
     rand_ids = vocab.random_ids[torch.randint(len(vocab.random_ids), (B, T), generator=generator)]
     if cfg.whole_word:
-        after_eligible = F.pad(eligible[:, :-1], (1, 0), value=False)                 # (B, T) the previous token is a word piece
-        starts = eligible & ~(vocab.continuation[ids] & after_eligible)              # (B, T) first piece of a word
+        # (B, T) the previous token is a word piece
+        after_eligible = F.pad(eligible[:, :-1], (1, 0), value=False)
+        starts = eligible & ~(vocab.continuation[ids] & after_eligible)  # (B, T) first piece of a word
         pos = torch.arange(T).expand(B, T)
-        word_start = torch.where(starts, pos, 0).cummax(1).values                    # (B, T) where each piece's word starts
+        word_start = torch.where(starts, pos, 0).cummax(1).values  # (B, T) where each piece's word starts
         selected = eligible & (r < cfg.mlm_prob).gather(1, word_start)
     else: starts, selected = eligible, eligible & (r < cfg.mlm_prob)
-    empty = ~selected.any(1) & eligible.any(1)                                       # (B,) rows with nothing selected
-    pick = torch.where(starts, r_force, -1.0).argmax(1)                              # (B,) one random start per row
+    empty = ~selected.any(1) & eligible.any(1)  # (B,) rows with nothing selected
+    pick = torch.where(starts, r_force, -1.0).argmax(1)  # (B,) one random start per row
     forced = torch.zeros_like(selected); forced[torch.arange(B), pick] = True
     forced &= empty[:, None] & starts
     if cfg.whole_word: forced = eligible & forced.gather(1, word_start)
@@ -109,14 +123,19 @@ def mask_tokens(input_ids: torch.Tensor,             # (B, T) token ids
     return out.to(input_ids.device), labels.to(input_ids.device)
 
 # %% ../nbs/09_pretrain.ipynb #24c13e3f
-def masking_stats(input_ids: torch.Tensor, special_mask: torch.Tensor, vocab: MaskVocab, cfg: MaskingConfig | None = None,
-                  draws: int = 20, seed: int = 0) -> dict[str, float]:
-    "Measured rates over `draws` maskings: selected share of eligible tokens, then [MASK] / random / unchanged shares of the selected."
-    g, n = torch.Generator().manual_seed(seed), {"eligible": 0, "selected": 0, "mask": 0, "random": 0, "unchanged": 0, "special_hit": 0}
+def masking_stats(input_ids: torch.Tensor, special_mask: torch.Tensor, vocab: MaskVocab,
+                  cfg: MaskingConfig | None = None, draws: int = 20, seed: int = 0) -> dict[str, float]:
+    """Measured rates over `draws` maskings: selected share of eligible tokens, then [MASK] / random /
+    unchanged shares of the selected.
+    """
+    g, n = torch.Generator().manual_seed(seed), {"eligible": 0, "selected": 0, "mask": 0, "random": 0,
+                                                 "unchanged": 0, "special_hit": 0}
     for _ in range(draws):
         out, lab = mask_tokens(input_ids, special_mask, vocab, cfg, g)
         sel = lab != -100
-        n["eligible"] += int((~special_mask).sum()); n["selected"] += int(sel.sum()); n["special_hit"] += int((sel & special_mask).sum())
+        n["eligible"] += int((~special_mask).sum())
+        n["selected"] += int(sel.sum())
+        n["special_hit"] += int((sel & special_mask).sum())
         n["mask"] += int((sel & (out == vocab.mask_id)).sum())
         n["unchanged"] += int((sel & (out == input_ids)).sum())
         n["random"] += int((sel & (out != vocab.mask_id) & (out != input_ids)).sum())
@@ -126,15 +145,21 @@ def masking_stats(input_ids: torch.Tensor, special_mask: torch.Tensor, vocab: Ma
 
 # %% ../nbs/09_pretrain.ipynb #pt000002
 def plot_masking(stats: dict[str, dict[str, float]]):
-    "Stacked bars of what the selected tokens became ([MASK] / random / unchanged), one per masking; returns the figure."
+    """Stacked bars of what the selected tokens became ([MASK] / random / unchanged), one per masking; returns
+    the figure.
+    """
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 2.8))
     names, left = list(stats), np.zeros(len(stats))
     for k, c in (("mask", "tab:blue"), ("random", "tab:orange"), ("unchanged", "tab:gray")):
         v = np.array([stats[n][k] for n in names])
         ax.barh(names, v, left=left, color=c, label=k); left += v
-    for i, n in enumerate(names): ax.text(1.01, i, f"{stats[n]['selected']:.1%} selected", va="center", fontsize=8)
-    ax.set_xlim(0, 1.3); ax.set_xlabel("share of the selected tokens"); ax.legend(fontsize=8, loc="lower right"); fig.tight_layout()
+    for i, n in enumerate(names):
+        ax.text(1.01, i, f"{stats[n]['selected']:.1%} selected", va="center", fontsize=8)
+    ax.set_xlim(0, 1.3)
+    ax.set_xlabel("share of the selected tokens")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/09_pretrain.ipynb #19072554
@@ -154,14 +179,17 @@ class BertMLMHead(nn.Module):
         super().__init__()
         self.transform = BertPredictionHeadTransform(cfg)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
-        self._embeddings = [word_embeddings]     # tied: the encoder's matrix, not a parameter of the head (a list hides it from `state_dict`)
+        # tied: the encoder's matrix, not a parameter of the head (a list hides it from `state_dict`)
+        self._embeddings = [word_embeddings]
         self.reset_parameters(cfg.initializer_range)
 
     @property
     def decoder_weight(self) -> nn.Parameter: return self._embeddings[0].weight   # (V, C)
 
     def reset_parameters(self, std: float = 0.02):
-        "BERT's init for a head no checkpoint provides: N(0, std) weights, zero biases, LayerNorm at identity."
+        """BERT's init for a head no checkpoint provides: N(0, std) weights, zero biases, LayerNorm at
+        identity.
+        """
         nn.init.normal_(self.transform.dense.weight, std=std); nn.init.zeros_(self.transform.dense.bias)
         nn.init.ones_(self.transform.LayerNorm.weight); nn.init.zeros_(self.transform.LayerNorm.bias)
         nn.init.zeros_(self.bias)
@@ -187,16 +215,19 @@ class MaskedLM(Task):
         y = batch["labels"]
         return F.cross_entropy(output.float(), y[y != -100])
 
-TASK_TYPES["mlm"] = MaskedLM
+TASK_TYPES.register("mlm", MaskedLM)
 
 # %% ../nbs/09_pretrain.ipynb #5ace95c8
-_HEAD_KEYS = ("transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight", "transform.LayerNorm.bias", "bias")
+_HEAD_KEYS = ("transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight",
+              "transform.LayerNorm.bias", "bias")
 
 def _mlm_head_tensors(sd: dict, source: str) -> dict | None:
     "The MLM head's tensors under `cls.predictions.` in a checkpoint's state dict (our names), or None."
-    sd = {normalize_key(k)[len("cls.predictions."):]: v for k, v in sd.items() if normalize_key(k).startswith("cls.predictions.")}
+    sd = {normalize_key(k)[len("cls.predictions.") :]: v for k, v in sd.items()
+          if normalize_key(k).startswith("cls.predictions.")}
     if not sd: return None
-    if "bias" not in sd and "decoder.bias" in sd: sd["bias"] = sd["decoder.bias"]      # older checkpoints keep it on the decoder
+    # older checkpoints keep it on the decoder
+    if "bias" not in sd and "decoder.bias" in sd: sd["bias"] = sd["decoder.bias"]
     if missing := [f"cls.predictions.{k}" for k in _HEAD_KEYS if k not in sd]:
         raise CheckpointError(f"{source}: the MLM head is incomplete; missing tensors: {', '.join(missing)}")
     return {k: sd[k] for k in _HEAD_KEYS}     # decoder.weight, when stored, is the tied word-embedding matrix
@@ -216,20 +247,24 @@ def load_mlm_head(head: BertMLMHead, folder) -> str:
 # %% ../nbs/09_pretrain.ipynb #88c4eb52
 PRETRAIN_SPLIT_SEED = 7   # seeds the hash that holds MLM sentences apart
 
-def corpus(source="sample",                    # a CS224N-layout folder, "hub" or "sample" (`04_data.load_split`)
+def corpus(source="sample",  # a CS224N-layout folder, "hub" or "sample" (`04_data.load_split`)
            tasks: Sequence[str] = ("sst", "para", "sts", "nli"),  # whose text feeds MLM
            heldout_frac: float = 0.02,           # share of MLM sentences held apart
            heldout_max: int | None = 2000,       # measure on at most this many of them
            include_dev: bool = False,            # also take the text (never the labels) of the dev files
-           max_per_task: int | None = None,      # at most this many examples per task and split (Hub sets are large)
+           # at most this many examples per task and split (Hub sets are large)
+           max_per_task: int | None = None,
            on_bad: Literal["skip", "raise"] = "skip",  # malformed rows: reported and skipped, or an error
            ) -> tuple[list[str], list[str]]:
-    "(training sentences, held-apart sentences) for MLM, from the task data; the NLI dev text is never among them."
+    """(training sentences, held-apart sentences) for MLM, from the task data; the NLI dev text is never among
+    them.
+    """
     if not 0 < heldout_frac < 1: raise ConfigError(f"heldout_frac must be in (0, 1), got {heldout_frac}")
     cut = (lambda xs: xs[:max_per_task]) if max_per_task else (lambda xs: xs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)      # each file's report was shown when the run read it
-        never = {s.strip() for e in load_split("nli", "dev", source, on_bad=on_bad) for s in (e.text_a, e.text_b) if s}
+        never = {s.strip() for e in load_split("nli", "dev", source, on_bad=on_bad)
+                 for s in (e.text_a, e.text_b) if s}
         texts: dict[str, None] = {}
         for t in tasks:
             for split in (("train", "dev") if include_dev else ("train",)):
@@ -248,7 +283,8 @@ EVAL_MASKING = MaskingConfig()   # the held-apart sentences are always masked th
 class MLMTexts:
     "Sentences tokenized once, unpadded; `batch` pads and masks them."
     def __init__(self, texts: Sequence[str], tok, max_len: int = 128, masking: MaskingConfig | None = None):
-        enc = tok(list(texts), truncation=True, max_length=max_len, return_attention_mask=False, return_token_type_ids=False)
+        enc = tok(list(texts), truncation=True, max_length=max_len, return_attention_mask=False,
+                  return_token_type_ids=False)
         self.ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
         self.lengths = [len(x) for x in self.ids]
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -260,7 +296,9 @@ class MLMTexts:
         "The sentences `idx` padded to (B, T) and masked with a generator seeded by `key`."
         T = max(self.lengths[i] for i in idx)
         ids = torch.full((len(idx), T), self.pad_id, dtype=torch.long); am = torch.zeros_like(ids)
-        for r, i in enumerate(idx): ids[r, :self.lengths[i]] = torch.from_numpy(self.ids[i]); am[r, :self.lengths[i]] = 1
+        for r, i in enumerate(idx):
+            ids[r, : self.lengths[i]] = torch.from_numpy(self.ids[i])
+            am[r, : self.lengths[i]] = 1
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([7, *key]).generate_state(1)[0]))
         x, y = mask_tokens(ids, special_tokens_mask(ids, am, self.vocab), self.vocab, self.masking, g)
         return {"input_ids": x, "attention_mask": am, "token_type_ids": torch.zeros_like(x), "labels": y}
@@ -274,7 +312,8 @@ def evaluate(self: MaskedLM, m: MultitaskBert, ds: MLMTexts, batch_size: int = 6
     for i, idx in enumerate(LengthBucketSampler(ds.lengths, batch_size, shuffle=False).batches(0)):
         b = to_device(ds.batch(idx, (10_007, i)), dev)
         logits = m.task_forward(self.name, b).float()                                       # (M, V)
-        nll += F.cross_entropy(logits, b["labels"][b["labels"] != -100], reduction="sum").item(); n += int((b["labels"] != -100).sum())
+        nll += F.cross_entropy(logits, b["labels"][b["labels"] != -100], reduction="sum").item()
+        n += int((b["labels"] != -100).sum())
     return {"mlm_loss": nll / n, "perplexity": math.exp(min(nll / n, 700.0)), "n_masked": n}
 
 # %% ../nbs/09_pretrain.ipynb #14f82a57
@@ -291,7 +330,8 @@ class MLMConfig:
     def __post_init__(self):
         check_fields(self)
         check_range(self, "heldout_frac", 0 < self.heldout_frac < 1, "in (0, 1)")
-        for k in ("heldout_max", "max_per_task"): check_range(self, k, getattr(self, k) is None or getattr(self, k) >= 1, ">= 1 (or null)")
+        for k in ("heldout_max", "max_per_task"):
+            check_range(self, k, getattr(self, k) is None or getattr(self, k) >= 1, ">= 1 (or null)")
 
 _CORPUS: dict = {}   # (data, corpus settings) → (train, held-apart) sentences, read once for both splits
 
@@ -299,10 +339,12 @@ _CORPUS: dict = {}   # (data, corpus settings) → (train, held-apart) sentences
 def datasets(cls: MaskedLM, rc: RunConfig, tok, split: str) -> MLMTexts:
     "The training sentences (masked as drawn) or the held-apart ones (masked once) of the run's data."
     c = rc.mlm or MLMConfig()
-    key = (str(rc.data), c.corpus_tasks, c.heldout_frac, c.heldout_max, c.include_dev, c.max_per_task, rc.on_bad)
+    key = (str(rc.data), c.corpus_tasks, c.heldout_frac, c.heldout_max, c.include_dev, c.max_per_task,
+           rc.on_bad)
     if key not in _CORPUS: _CORPUS.clear(); _CORPUS[key] = corpus(rc.data, *key[1:])
     train, held = _CORPUS[key]
-    return MLMTexts(train if split == "train" else held, tok, rc.train.max_len, c.masking if split == "train" else EVAL_MASKING)
+    return MLMTexts(train if split == "train" else held, tok, rc.train.max_len,
+                    c.masking if split == "train" else EVAL_MASKING)
 
 @patch
 def load_head(self: MaskedLM, m: MultitaskBert, folder):
@@ -310,10 +352,14 @@ def load_head(self: MaskedLM, m: MultitaskBert, folder):
     load_mlm_head(m.heads[self.name], folder)
 
 def _parse(v, rc: RunConfig) -> MLMConfig:
-    if "mlm" not in rc.heads.tasks: raise ConfigError(f"mlm: settings for masked language modelling, but the run's tasks are {', '.join(rc.heads.tasks)}")
+    if "mlm" not in rc.heads.tasks:
+        raise ConfigError("mlm: settings for masked language modelling, but the run's tasks are"
+                          f" {', '.join(rc.heads.tasks)}")
     return v if isinstance(v, MLMConfig) else build(MLMConfig, v if v is not True else {})
 
-TECHNIQUES["mlm"] = Technique(_parse, lambda run, settings: None)   # the settings are read by `MaskedLM.datasets`
+# %% ../nbs/09_pretrain.ipynb #14f82a57-1
+# the settings are read by `MaskedLM.datasets`
+TECHNIQUES.register("mlm", Technique(_parse, lambda run, settings: None), origin=_parse)
 
 # %% ../nbs/09_pretrain.ipynb #2fff2a73
 def plot_pretrain(history: list[dict], title: str = ""):
@@ -321,7 +367,8 @@ def plot_pretrain(history: list[dict], title: str = ""):
     import matplotlib.pyplot as plt
     tr, ev = [r for r in history if "loss/mlm" in r], [r for r in history if "eval" in r]
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.6))
-    if tr: ax[0].plot([r["step"] for r in tr], [r["loss/mlm"] for r in tr], marker=".", label="training batches")
+    if tr:
+        ax[0].plot([r["step"] for r in tr], [r["loss/mlm"] for r in tr], marker=".", label="training batches")
     pts = [(r["step"], r["eval"]["mlm_loss"]) for r in ev if "mlm_loss" in r["eval"]]
     if pts: ax[0].plot(*zip(*pts), marker="o", label="held apart")
     ax[0].set(xlabel="step", ylabel="MLM cross-entropy", title="MLM loss"); ax[0].legend()
@@ -331,7 +378,8 @@ def plot_pretrain(history: list[dict], title: str = ""):
     pts = [(r["step"], r["eval"]["nli_acc"]) for r in ev if "nli_acc" in r["eval"]]
     if pts: ax[2].plot(*zip(*pts), marker="o", color="C2", label="held apart")
     ax[2].axhline(1 / 3, color="gray", ls=":", label="chance (3 classes)")
-    ax[2].set(xlabel="step", ylabel="accuracy", title="entailment (NLI) accuracy", ylim=(0, 1)); ax[2].legend()
+    ax[2].set(xlabel="step", ylabel="accuracy", title="entailment (NLI) accuracy", ylim=(0, 1))
+    ax[2].legend()
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -342,11 +390,13 @@ def fill_mask(model: MultitaskBert, tok, text: str, top_k: int = 3) -> list[list
     "The `top_k` (token, probability) guesses for each [MASK] of `text`, in order; `model` has an `mlm` head."
     b = tok(text, return_tensors="pt")
     pos = b["input_ids"] == tok.mask_token_id                                      # (1, T)
-    if not pos.any(): raise ValueError(f"{text!r} has no {tok.mask_token}; put one where a word should be guessed")
+    if not pos.any():
+        raise ValueError(f"{text!r} has no {tok.mask_token}; put one where a word should be guessed")
     was, dev = model.training, next(model.parameters()).device
     model.eval()
     batch = to_device({**dict(b), "labels": torch.where(pos, b["input_ids"], -100)}, dev)
     p = model.task_forward("mlm", batch).float().softmax(-1)                        # (M, V)
     model.train(was)
     top = p.topk(top_k, dim=-1)
-    return [[(tok.convert_ids_to_tokens(int(i)), round(float(v), 3)) for v, i in zip(vs, ix)] for vs, ix in zip(top.values, top.indices)]
+    return [[(tok.convert_ids_to_tokens(int(i)), round(float(v), 3)) for v, i in zip(vs, ix)]
+            for vs, ix in zip(top.values, top.indices)]

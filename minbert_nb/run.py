@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/run.html.md"""
 
 # %% ../nbs/08_run.ipynb #87dbef21
 from __future__ import annotations
-import importlib, json, time, warnings
+import json, time, warnings
 from dataclasses import dataclass, field, asdict
 from importlib.resources import files
 from pathlib import Path
@@ -14,18 +14,20 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from .config import ConfigError, OFFLINE_MODEL, build, check_fields, check_range, read_yaml, resolve_model, seed_everything
+from .config import (ConfigError, OFFLINE_MODEL, Registry, build, check_fields, check_range,
+                               read_yaml, resolve_model, seed_everything)
 from .bert import BertModel, load_tokenizer
-from .data import DataError, TaskDataset, load_split, read_task_file
+from .data import DataError, load_split, read_task_file
+from .batches import TaskDataset
 from .heads import HeadsConfig, MultitaskBert, load_multitask, task_type
 from .evaluate import evaluate_model, predict_dataset, write_predictions
 from .checkpoint import RunLock, config_diff, read_json, save_json
-from .distributed import DistInfo, dist_setup
+from .distributed import dist_setup
 from .train import Strategy, TrainConfig, Trainer
 from .colab import live
 
 # %% auto #0
-__all__ = ['TECHNIQUES', 'TECHNIQUE_MODULES', 'Run', 'Technique', 'technique', 'RunConfig', 'config_dir', 'find_config',
+__all__ = ['TECHNIQUE_MODULES', 'TECHNIQUES', 'Run', 'Technique', 'technique', 'RunConfig', 'config_dir', 'find_config',
            'merge_config', 'read_config', 'load_run_config', 'run_config_to_dict', 'build_sets', 'count_parameters',
            'build_run', 'check_resume', 'run_train', 'run_evaluate', 'run_predict', 'model_predictor',
            'plot_predictions', 'try_sentence_panel']
@@ -44,35 +46,37 @@ class Run:
 @dataclass(frozen=True)
 class Technique:
     "How a lesson plugs into a run."
-    parse: Callable[[Any, RunConfig], Any]        # the YAML / flag value → typed settings (a ConfigError otherwise)
+    parse: Callable[[Any, RunConfig], Any]  # the YAML / flag value → typed settings (a ConfigError otherwise)
     apply: Callable[[Run, Any], None]             # change the run's model, strategy, regularizers or export
-    order: int = 1                                # applied in this order: LoRA (0) changes the parameters the others see
+    order: int = 1  # applied in this order: LoRA (0) changes the parameters the others see
 
-TECHNIQUES: dict[str, Technique] = {}              # filled in by the lessons that define them
 TECHNIQUE_MODULES = {"mlm": "minbert_nb.pretrain", "smart": "minbert_nb.smart", "r3f": "minbert_nb.smart",
                      "pcgrad": "minbert_nb.pcgrad", "famo": "minbert_nb.pcgrad", "lora": "minbert_nb.lora"}
+TECHNIQUES = Registry(TECHNIQUE_MODULES)           # filled in by the lessons that define them
 
 def technique(name: str) -> Technique:
     "The registered technique `name`, importing the lesson that defines it if needed."
-    if name not in TECHNIQUES: importlib.import_module(TECHNIQUE_MODULES[name])
-    return TECHNIQUES[name]
+    if (t := TECHNIQUES.lookup(name)) is None: raise ConfigError(f"unknown technique {name!r}")
+    return t
 
 # %% ../nbs/08_run.ipynb #e8dbe6de
 @dataclass(frozen=True)
 class RunConfig:
-    "Everything one run needs; every field is a YAML key (the sections as mappings) and a `minbert train` flag."
-    model: str = OFFLINE_MODEL               # Hub id, checkpoint or run folder, or `minilm` (offline all-MiniLM-L6-v2)
+    """Everything one run needs; every field is a YAML key (the sections as mappings) and a `minbert train`
+    flag.
+    """
+    model: str = OFFLINE_MODEL  # Hub id, checkpoint or run folder, or `minilm` (offline all-MiniLM-L6-v2)
     data: str = "sample"                     # a CS224N-layout folder, `hub`, or `sample` (bundled, tiny)
     out: str = "runs/minbert"                # OUT: best/ (the kept model), last/ (to resume), metrics
     heads: HeadsConfig = HeadsConfig()
     train: TrainConfig = TrainConfig()
-    train_limit: int | None = None           # use at most this many training examples per task (first N of the file)
+    train_limit: int | None = None  # use at most this many training examples per task (first N of the file)
     on_bad: Literal["skip", "raise"] = "skip"  # malformed data rows: report and skip, or stop
     # techniques (None = off), each read by its lesson's `Technique.parse`:
     mlm: Any = None                          # MLMConfig: masking and text for the `mlm` task (09_pretrain)
     smart: Any = None                        # {task: SmartConfig} (10_smart)
     r3f: Any = None                          # {task: R3FConfig} (10_smart)
-    pcgrad: Any = None                       # PCGradConfig: gradient surgery instead of the weighted sum (11_pcgrad)
+    pcgrad: Any = None  # PCGradConfig: gradient surgery instead of the weighted sum (11_pcgrad)
     famo: Any = None                         # FAMOConfig: dynamic task weights (11_pcgrad)
     lora: Any = None                         # LoRAConfig: adapters on a frozen encoder (12_lora)
 
@@ -80,13 +84,16 @@ class RunConfig:
         check_fields(self)
         check_range(self, "train_limit", self.train_limit is None or self.train_limit >= 1, ">= 1 (or null)")
         if bad := [t for t, _ in self.train.loss_weights if t not in self.heads.tasks]:
-            raise ConfigError(f"train.loss_weights: unknown task(s) {bad}; the run's tasks are {', '.join(self.heads.tasks)}")
+            raise ConfigError(f"train.loss_weights: unknown task(s) {bad}; "
+                              f"the run's tasks are {', '.join(self.heads.tasks)}")
         for name in TECHNIQUE_MODULES:
             v = getattr(self, name)
             if v is None or v is False: object.__setattr__(self, name, None); continue
             try: object.__setattr__(self, name, technique(name).parse(v, self))
-            except ConfigError as e: raise ConfigError(f"{name} {e}" if str(e).startswith("must ") else f"{name}.{e}") from None
-        if self.pcgrad is not None and self.famo is not None: raise ConfigError("pcgrad and famo are two strategies; choose one")
+            except ConfigError as e:
+                raise ConfigError(f"{name} {e}" if str(e).startswith("must ") else f"{name}.{e}") from None
+        if self.pcgrad is not None and self.famo is not None:
+            raise ConfigError("pcgrad and famo are two strategies; choose one")
 
     def techniques(self) -> list[tuple[str, Any]]:
         "(name, settings) of the techniques this run uses, in the order they apply."
@@ -99,7 +106,9 @@ def config_dir() -> Path:
     return Path(str(files("minbert_nb") / "configs"))
 
 def find_config(name_or_path) -> Path:
-    "A YAML path, or the name of a packaged config (`quick`, `colab`, `full`, `pretrain-quick`, `experiments/quick`)."
+    """A YAML path, or the name of a packaged config (`quick`, `colab`, `full`, `pretrain-quick`,
+    `experiments/quick`).
+    """
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         if not p.exists(): raise FileNotFoundError(f"{p}: no such config file")
@@ -107,18 +116,27 @@ def find_config(name_or_path) -> Path:
     q = config_dir()/f"{name_or_path}.yaml"
     if q.exists(): return q
     names = sorted(str(x.relative_to(config_dir()))[:-5] for x in config_dir().rglob("*.yaml"))
-    raise ConfigError(f"no config named {str(name_or_path)!r}; the packaged ones are {', '.join(names)} (or give a .yaml path)")
+    raise ConfigError(
+        f"no config named {str(name_or_path)!r}; the packaged ones are {', '.join(names)} (or give a .yaml"
+        " path)")
 
 def merge_config(base: dict, child: dict) -> dict:
     "`child` over `base`: nested mappings merge key by key, anything else in `child` replaces."
     out = dict(base)
-    for k, v in child.items(): out[k] = merge_config(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    for k, v in child.items():
+        out[k] = merge_config(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
+# %% ../nbs/08_run.ipynb #ru000004-1
 def read_config(path, _seen: tuple = ()) -> dict:
-    "A YAML config as a dict, following `base:` (a path relative to the file, or a packaged name) to the config it extends."
+    """A YAML config as a dict, following `base:` (a path relative to the file, or a packaged name) to the
+    config it extends.
+    """
     path = find_config(path).resolve()
-    if path in _seen: raise ConfigError(f"{path}: `base:` loops back to a file it extends ({' → '.join(p.name for p in _seen + (path,))})")
+    if path in _seen:
+        raise ConfigError(
+            f"{path}: `base:` loops back to a file it extends ({' → '.join(p.name for p in _seen + (path,))})"
+        )
     d = read_yaml(path)
     base = d.pop("base", None)
     if base is None: return d
@@ -126,7 +144,9 @@ def read_config(path, _seen: tuple = ()) -> dict:
     return merge_config(read_config(rel if rel.exists() else base, _seen + (path,)), d)
 
 def load_run_config(path=None, **overrides) -> RunConfig:
-    "A `RunConfig` from a YAML config (a path or a packaged name, or the defaults) with `overrides` merged over it."
+    """A `RunConfig` from a YAML config (a path or a packaged name, or the defaults) with `overrides` merged
+    over it.
+    """
     d = read_config(path) if path is not None else {}
     d = merge_config(d, {k: v for k, v in overrides.items() if v is not None})
     try: return build(RunConfig, d)
@@ -150,14 +170,16 @@ def build_sets(rc: RunConfig, tok, split: str, limit: int | None = None) -> dict
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     "(trainable, total) parameter counts."
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(
+        p.numel() for p in model.parameters())
 
 def build_run(rc: RunConfig, device: torch.device | str = "cpu") -> Run:
     "Tokenizer, encoder + heads on `device`, and the techniques of `rc` applied."
     tok = load_tokenizer(rc.model)
     bert = BertModel.from_pretrained(rc.model)
     if rc.train.max_len > bert.config.max_position_embeddings:
-        raise ConfigError(f"train.max_len={rc.train.max_len} is longer than the model's {bert.config.max_position_embeddings} positions")
+        raise ConfigError(f"train.max_len={rc.train.max_len} is longer than the model's"
+                          f" {bert.config.max_position_embeddings} positions")
     seed_everything(rc.train.seed)              # fresh heads start from the seed, not from the process
     model = MultitaskBert(bert, rc.heads)
     for task in model.tasks.values():           # a task whose head a checkpoint may hold (MLM) starts from it
@@ -170,33 +192,43 @@ def build_run(rc: RunConfig, device: torch.device | str = "cpu") -> Run:
 _MAY_CHANGE = ("out", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.device")
 
 def check_resume(rc: RunConfig, allow_changes: bool = False):
-    "Refuse to resume `rc.out` with settings other than those it was started with (naming them), unless `allow_changes`."
+    """Refuse to resume `rc.out` with settings other than those it was started with (naming them), unless
+    `allow_changes`.
+    """
     out = Path(rc.out)
     if not ((out/"last").exists() and (out/"run_config.json").exists()) or allow_changes: return
     if diff := config_diff(read_json(out/"run_config.json"), run_config_to_dict(rc), _MAY_CHANGE):
-        raise ConfigError(f"{out}: this run was started with other settings ({'; '.join(diff)}); run it with the same ones "
-                          "to resume, use another --out, start afresh with --no-resume, or keep going with --resume-changed")
+        raise ConfigError(
+            f"{out}: this run was started with other settings ({'; '.join(diff)}); run it with the same ones "
+            "to resume, use another --out, start afresh with --no-resume, or keep going with --resume-changed"
+        )
 
+# %% ../nbs/08_run.ipynb #ru000006-1
 def run_train(rc: RunConfig, progress: bool = True, resume: bool = True, allow_changes: bool = False) -> dict:
-    "Train as `rc` says; writes OUT/best, OUT/last, metrics.jsonl, run_config.json and metrics.json; returns the metrics."
-    t0, d = time.time(), dist_setup(rc.train.device)        # under `accelerate launch` / `torchrun`: this process's rank and device
+    """Train as `rc` says; writes OUT/best, OUT/last, metrics.jsonl, run_config.json and metrics.json; returns
+    the metrics.
+    """
+    # under `accelerate launch` / `torchrun`: this process's rank and device
+    t0, d = time.time(), dist_setup(rc.train.device)
     out = Path(rc.out)
     if out.exists() and not out.is_dir(): raise FileExistsError(f"--out {out}: a file, not a folder")
     with RunLock(out) if d.main else _Unlocked():
         if resume: check_resume(rc, allow_changes)
         if d.main: save_json(run_config_to_dict(rc), out/"run_config.json")
         run = build_run(rc, d.device)
-        train_sets, dev_sets = build_sets(rc, run.tokenizer, "train", rc.train_limit), build_sets(rc, run.tokenizer, "dev")
+        train_sets, dev_sets = build_sets(rc, run.tokenizer, "train", rc.train_limit), build_sets(
+            rc, run.tokenizer, "dev")
         trainable, total = count_parameters(run.model)
-        trainer = Trainer(run.model, rc.train, train_sets, out, dev_sets=dev_sets, strategy=run.strategy, regularizers=run.regularizers,
-                          tokenizer=run.tokenizer, export=run.export, dist_info=d, progress=progress,
-                          run_info={"run_config": run_config_to_dict(rc)})
+        trainer = Trainer(run.model, rc.train, train_sets, out, dev_sets=dev_sets, strategy=run.strategy,
+                          regularizers=run.regularizers, tokenizer=run.tokenizer, export=run.export,
+                          dist_info=d, progress=progress, run_info={"run_config": run_config_to_dict(rc)})
         c0 = time.process_time()
         res = trainer.fit(resume=resume, allow_changes=allow_changes)
-        metrics = {"dev": res.best, "best_step": trainer.best.get("step"), "steps": res.step, "interrupted": res.interrupted,
-                   "train_seconds": round(res.seconds, 1), "total_seconds": round(time.time() - t0, 1),
-                   "train_cpu_seconds": round(time.process_time() - c0, 1), "threads": torch.get_num_threads(),
-                   "trainable_params": trainable, "total_params": total,
+        metrics = {"dev": res.best, "best_step": trainer.best.get("step"), "steps": res.step,
+                   "interrupted": res.interrupted, "train_seconds": round(res.seconds, 1),
+                   "total_seconds": round(time.time() - t0, 1),
+                   "train_cpu_seconds": round(time.process_time() - c0, 1),
+                   "threads": torch.get_num_threads(), "trainable_params": trainable, "total_params": total,
                    "train_examples": {t: len(ds) for t, ds in train_sets.items()}, "device": str(d.device),
                    "processes": d.world, "main": d.main,
                    "outside_model_seconds": {k: round(v, 1) for k, v in res.timing.items()}}
@@ -208,20 +240,24 @@ class _Unlocked:
     def __exit__(self, *exc): pass
 
 # %% ../nbs/08_run.ipynb #d8954008
-def _file_sets(model: MultitaskBert, tok, files: dict[str, str], labelled: bool, skip_bad: bool, max_len: int = 512):
+def _file_sets(
+    model: MultitaskBert, tok, files: dict[str, str], labelled: bool, skip_bad: bool, max_len: int = 512):
     sets = {}
     for t, f in files.items():
         if f is None: continue
-        if t not in model.cfg.tasks: raise ConfigError(f"--{t}: the checkpoint has no {t} head (it has {', '.join(model.cfg.tasks)})")
+        if t not in model.cfg.tasks:
+            raise ConfigError(f"--{t}: the checkpoint has no {t} head (it has {', '.join(model.cfg.tasks)})")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")            # the report below says it, once
             ex, rep = read_task_file(f, t, on_bad="skip", labelled=labelled)
         if rep.skipped and not skip_bad:
-            raise DataError(f"{rep.summary(first=5)}; predictions for these rows would be missing — fix the file, "
-                            "or skip them knowingly (--skip-bad)")
+            raise DataError(
+                f"{rep.summary(first=5)}; predictions for these rows would be missing — fix the file, "
+                "or skip them knowingly (--skip-bad)")
         sets[t] = TaskDataset(ex, tok, t, model.cfg.pair_mode(t), max_len=max_len)
     if not sets: raise ConfigError("give at least one file: --sst, --para or --sts")
     return sets
+
 
 def run_evaluate(checkpoint, files: dict[str, str], device: str = "cpu") -> dict:
     "Scores of labelled files `{task: path}` under a checkpoint folder (or a run folder)."
@@ -246,12 +282,15 @@ def model_predictor(model: MultitaskBert, tok, max_len: int = 128) -> Callable[[
     dev = next(model.parameters()).device
     def out(task, a, b):
         mode = model.cfg.pair_mode(task)
-        ds = TaskDataset([Example("try", a, None if mode == "single" else b, None)], tok, task, mode, max_len=max_len)
-        return model.task_forward(task, {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in ds.batch([0]).items()}).float()[0]
+        ds = TaskDataset(
+            [Example("try", a, None if mode == "single" else b, None)], tok, task, mode, max_len=max_len)
+        return model.task_forward(
+            task, {k: v.to(dev) if torch.is_tensor(v) else v for k, v in ds.batch([0]).items()}).float()[0]
     @torch.no_grad()
     def predict(a: str, b: str) -> dict:
         model.eval()
-        return {"sst": torch.softmax(out("sst", a, None), -1).tolist(), "para": torch.sigmoid(out("para", a, b)).item(),
+        return {"sst": torch.softmax(out("sst", a, None), -1).tolist(),
+                "para": torch.sigmoid(out("para", a, b)).item(),
                 "sts": (5 * out("sts", a, b)).clamp(0, 5).item()}
     return predict
 
@@ -260,19 +299,28 @@ def plot_predictions(pred: dict, a: str = "", b: str = ""):
     import matplotlib.pyplot as plt
     from minbert_nb.evaluate import SST_LABELS
     fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(10, 2.6), gridspec_kw={"width_ratios": [2.2, 1, 1]})
-    ax0.bar(range(len(pred["sst"])), pred["sst"], color="tab:blue"); ax0.set_xticks(range(len(SST_LABELS)), SST_LABELS, rotation=25, fontsize=8)
+    ax0.bar(range(len(pred["sst"])), pred["sst"], color="tab:blue")
+    ax0.set_xticks(range(len(SST_LABELS)), SST_LABELS, rotation=25, fontsize=8)
     ax0.set_ylim(0, 1); ax0.set_title("sentiment of A")
-    ax1.bar([0], [pred["para"]], color="tab:green" if pred["para"] >= 0.5 else "tab:gray"); ax1.axhline(0.5, color="k", lw=0.8, ls=":")
+    ax1.bar([0], [pred["para"]], color="tab:green" if pred["para"] >= 0.5 else "tab:gray")
+    ax1.axhline(0.5, color="k", lw=0.8, ls=":")
     ax1.set_ylim(0, 1); ax1.set_xticks([0], ["P(paraphrase)"]); ax1.set_title("paraphrase")
-    ax2.bar([0], [min(max(pred["sts"], 0), 5)], color="tab:orange"); ax2.set_ylim(0, 5); ax2.set_xticks([0], [f"{pred['sts']:.2f} / 5"]); ax2.set_title("similarity")
+    ax2.bar([0], [min(max(pred["sts"], 0), 5)], color="tab:orange")
+    ax2.set_ylim(0, 5)
+    ax2.set_xticks([0], [f"{pred['sts']:.2f} / 5"])
+    ax2.set_title("similarity")
     short = lambda s: s if len(s) < 60 else s[:57] + "…"
     if a or b: fig.suptitle(f"A: {short(a)}    B: {short(b)}", fontsize=9)
     fig.tight_layout()
     return fig
 
-def try_sentence_panel(predict_fn: Callable[[str, str], dict],  # (a, b) → {'sst': probs, 'para': prob, 'sts': score}
+# %% ../nbs/08_run.ipynb #3e400119-1
+# (a, b) → {'sst': probs, 'para': prob, 'sts': score}
+def try_sentence_panel(predict_fn: Callable[[str, str], dict],
                        a: str = "A delightful, moving film.", b: str = "The movie was touching and lovely."):
-    "Two text boxes and a Predict button over a model's three predictions; the figure for (a, b) where widgets cannot render."
+    """Two text boxes and a Predict button over a model's three predictions; the figure for (a, b) where
+    widgets cannot render.
+    """
     plot = lambda x, y: plot_predictions(predict_fn(x, y), x, y)
     def widget():
         import ipywidgets as w

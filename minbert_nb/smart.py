@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/smart.html.md"""
 
 # %% ../nbs/10_smart.ipynb #82ddff19
 from __future__ import annotations
-import math
+
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Mapping, Sequence
@@ -29,10 +29,14 @@ def smart_divergence(p: torch.Tensor, # outputs at x̃: logits (B, K), a logit (
                      q: torch.Tensor, # outputs at x, same shape
                      kind: OutputKind, # 'multiclass', 'binary' or 'regression'
                     ) -> torch.Tensor:
-    "ℓ_s(p, q) averaged over the batch, in fp32 (or fp64): symmetric KL (multiclass, binary) or squared error (regression)."
-    dt = torch.promote_types(torch.promote_types(p.dtype, q.dtype), torch.float32)   # fp16/bf16 → fp32; fp64 stays
+    """ℓ_s(p, q) averaged over the batch, in fp32 (or fp64): symmetric KL (multiclass, binary) or squared
+    error (regression).
+    """
+    # fp16/bf16 → fp32; fp64 stays
+    dt = torch.promote_types(torch.promote_types(p.dtype, q.dtype), torch.float32)
     p, q = p.to(dt), q.to(dt)
-    if p.shape != q.shape: raise ValueError(f"smart_divergence: outputs of shape {tuple(p.shape)} and {tuple(q.shape)} differ")
+    if p.shape != q.shape:
+        raise ValueError(f"smart_divergence: outputs of shape {tuple(p.shape)} and {tuple(q.shape)} differ")
     if kind == "multiclass":
         lp, lq = F.log_softmax(p, -1), F.log_softmax(q, -1)                       # (B, K)
         return ((lp.exp() - lq.exp()) * (lp - lq)).sum(-1).mean()
@@ -45,13 +49,16 @@ def smart_divergence(p: torch.Tensor, # outputs at x̃: logits (B, K), a logit (
 class SmartConfig:
     "Hyper-parameters of the SMART term of one task."
     mu: float = 1.0                 # weight μ of the term (the paper's λ_s; the report: 10 on STS)
-    sigma: float = 1e-5             # std of the initial noise ν ~ N(0, σ²I) (paper §5; mt-dnn --adv_noise_var)
+    sigma: float = 1e-5  # std of the initial noise ν ~ N(0, σ²I) (paper §5; mt-dnn --adv_noise_var)
     eps: float = 1e-5               # radius of the ball ‖x̃ − x‖∞ ≤ ε (paper §5)
     step_size: float = 1e-3         # ascent step η (paper §5; mt-dnn --adv_step_size)
     k: int = 1                      # ascent steps T_x̃ (paper §5: 1); 0 = the random perturbation x + ν alone
-    norm: Literal["example", "token"] = "example"  # ∞-norm of the gradient over each example (paper) or each token (mt-dnn)
-    clean_eval: bool = True         # dropout off in f(x) and f(x̃), f(x) held constant; False: dropout on, f(x) = the training output
-    full_precision: bool = True     # SMART's passes in fp32 under mixed precision (ε = 1e-5 is below bf16/fp16 resolution)
+    # ∞-norm of the gradient over each example (paper) or each token (mt-dnn)
+    norm: Literal["example", "token"] = "example"
+    # dropout off in f(x) and f(x̃), f(x) held constant; False: dropout on, f(x) = the training output
+    clean_eval: bool = True
+    # SMART's passes in fp32 under mixed precision (ε = 1e-5 is below bf16/fp16 resolution)
+    full_precision: bool = True
 
     def __post_init__(self):
         check_fields(self)
@@ -64,14 +71,16 @@ class SmartError(RuntimeError):
     "The SMART perturbation or term became non-finite; names the task, the training step and the ascent step."
     def __init__(self, task: str, step: int, what: str):
         self.task, self.step = task, step
-        super().__init__(f"SMART on task {task!r} at training step {step}: {what}. "
-                         "Lower the learning rate or the SMART weight, or check the inputs; the term is never silently dropped.")
+        super().__init__(
+            f"SMART on task {task!r} at training step {step}: {what}. Lower the learning rate or the SMART"
+            " weight, or check the inputs; the term is never silently dropped.")
 
 def inf_normalize(g: torch.Tensor, # the ascent gradient (B, T, C)
                   norm: Literal["example", "token"] = "example", # over each example, or each token's vector
                  ) -> torch.Tensor:
     "g / ‖g‖∞: the largest coordinate of each example (or token) becomes ±1."
-    m = g.abs().amax(dim=tuple(range(1, g.dim())) if norm == "example" else -1, keepdim=True)   # (B, 1, 1) or (B, T, 1)
+    # (B, 1, 1) or (B, T, 1)
+    m = g.abs().amax(dim=tuple(range(1, g.dim())) if norm == "example" else -1, keepdim=True)
     return g / m.clamp_min(torch.finfo(g.dtype).tiny)       # an all-zero gradient stays zero
 
 def project_inf(delta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -90,7 +99,8 @@ def _check_finite(ts: list[torch.Tensor], task: str, step: int, what: str):
 
 def smart_term(forward_fn: Callable[[list[torch.Tensor]], torch.Tensor], # embeddings → task output
                embeds: list[torch.Tensor], # x: the word embeddings of each encoder input, (B, T, C) each
-               clean: torch.Tensor, # f(x): the reference output (its graph, if any, is kept for the final term)
+               # f(x): the reference output (its graph, if any, is kept for the final term)
+               clean: torch.Tensor,
                kind: OutputKind, # 'multiclass', 'binary' or 'regression'
                cfg: SmartConfig, # σ, ε, η, K, norm
                generator: torch.Generator | None = None, # for the noise ν
@@ -105,8 +115,12 @@ def smart_term(forward_fn: Callable[[list[torch.Tensor]], torch.Tensor], # embed
         d = [t.requires_grad_() for t in delta]
         ls = smart_divergence(forward_fn([xi + di for xi, di in zip(x, d)]), ref, kind)
         grads = torch.autograd.grad(ls, d)                    # ∇_δ ℓ_s, θ untouched
-        delta = [project_inf(di.detach() + cfg.step_size * inf_normalize(gi, cfg.norm), cfg.eps) for di, gi in zip(d, grads)]
-        _check_finite(delta, task, step, f"non-finite perturbation δ after ascent step {m + 1}/{cfg.k} (the gradient of ℓ_s is not finite)")
+        delta = [project_inf(di.detach() + cfg.step_size * inf_normalize(gi, cfg.norm), cfg.eps)
+                 for di, gi in zip(d, grads)]
+        _check_finite(
+            delta, task, step,
+            f"non-finite perturbation δ after ascent step {m + 1}/{cfg.k} (the gradient of ℓ_s is not"
+            " finite)")
     term = smart_divergence(forward_fn([e + di for e, di in zip(embeds, delta)]), clean, kind)
     _check_finite([term], task, step, "non-finite SMART term ℓ_s(f(x̃), f(x))")
     return term
@@ -125,16 +139,22 @@ def dropout_off(model: nn.Module) -> Iterator[nn.Module]:
 class SmartRegularizer:
     "The SMART term μ·ℓ_s for the tasks it is configured for; the trainer adds it to that task's objective."
     def __init__(self, cfg_by_task: Mapping[str, SmartConfig | float], # task → config, or task → μ
-                 generator: torch.Generator | None = None): # for the noise ν (default: torch's global generator)
-        self.cfgs = {t: c if isinstance(c, SmartConfig) else SmartConfig(mu=float(c)) for t, c in cfg_by_task.items()}
+                 # for the noise ν (default: torch's global generator)
+                 generator: torch.Generator | None = None):
+        self.cfgs = {
+            t: c if isinstance(c, SmartConfig) else SmartConfig(mu=float(c)) for t, c in cfg_by_task.items()}
         self.generator, self.last = generator, {}
 
     @property
-    def tasks(self) -> tuple[str, ...]: return tuple(self.cfgs)
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.cfgs)
 
-    def __call__(self, model: nn.Module, task: str, batch: dict, output: torch.Tensor, step: int) -> torch.Tensor:
+    def __call__(self, model: nn.Module, task: str, batch: dict, output: torch.Tensor, step: int
+    ) -> torch.Tensor:
         "μ·ℓ_s(f(x̃), f(x)) for this task's batch; `output` is the task's training output f(x)."
-        if task not in self.cfgs: raise KeyError(f"SMART is not configured for task {task!r} (configured: {', '.join(self.cfgs) or 'none'})")
+        if task not in self.cfgs:
+            raise KeyError(
+                f"SMART is not configured for task {task!r} (configured: {', '.join(self.cfgs) or 'none'})")
         cfg = self.cfgs[task]
         if cfg.mu == 0: return torch.zeros((), device=output.device)
         embeds = model.task_embeds(task, batch)
@@ -143,7 +163,8 @@ class SmartRegularizer:
         with dropout_off(model) if cfg.clean_eval else nullcontext(), fp32:
             if cfg.clean_eval:
                 with torch.no_grad(): clean = fwd(embeds)         # f(x), deterministic, constant
-            else: clean = output                                   # f(x) as trained, dropout on
+            else:
+                clean = output  # f(x) as trained, dropout on
             term = smart_term(fwd, [e.float() for e in embeds] if cfg.full_precision else embeds, clean,
                               model.output_kind(task), cfg, self.generator, task, step)
         self.last[task] = term.detach()
@@ -156,19 +177,29 @@ class SmartRegularizer:
     def load_state_dict(self, state: dict):
         "Restore what `state_dict` returned."
         if state.get("generator") is not None:
-            if self.generator is None: raise ConfigError("SmartRegularizer.load_state_dict: the state holds a generator state, but this regularizer has no generator")
+            if self.generator is None:
+                raise ConfigError(
+                    "SmartRegularizer.load_state_dict: the state holds a generator state, but this"
+                    " regularizer has no generator")
             self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
 
 # %% ../nbs/10_smart.ipynb #8b3a2202
 def task_settings(cls, v, rc: RunConfig, scalar: str = "mu") -> dict:
-    "A `{task: cls}` mapping from `{task: number | mapping}` (a number sets `scalar`); tasks must be the run's."
-    if not isinstance(v, Mapping): raise ConfigError(f"must be a mapping of tasks to settings (e.g. {{sts: 10}}), got {v!r}")
+    """A `{task: cls}` mapping from `{task: number | mapping}` (a number sets `scalar`); tasks must be the
+    run's.
+    """
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"must be a mapping of tasks to settings (e.g. {{sts: 10}}), got {v!r}")
     out = {}
     for t, c in v.items():
-        if t not in rc.heads.tasks: raise ConfigError(f"{t}: not a task of this run ({', '.join(rc.heads.tasks)})")
-        if isinstance(c, cls): out[t] = c
-        elif isinstance(c, Mapping): out[t] = build(cls, dict(c), t)
-        else: out[t] = build(cls, {scalar: c}, t)
+        if t not in rc.heads.tasks:
+            raise ConfigError(f"{t}: not a task of this run ({', '.join(rc.heads.tasks)})")
+        if isinstance(c, cls):
+            out[t] = c
+        elif isinstance(c, Mapping):
+            out[t] = build(cls, dict(c), t)
+        else:
+            out[t] = build(cls, {scalar: c}, t)
     return out
 
 def add_regularizer(run, task: str, reg):
@@ -185,7 +216,9 @@ def _apply(run, cfgs: dict):
     reg = SmartRegularizer(cfgs)
     for t in cfgs: add_regularizer(run, t, reg)
 
-TECHNIQUES["smart"] = Technique(lambda v, rc: task_settings(SmartConfig, v, rc), _apply)
+def _parse(v, rc): return task_settings(SmartConfig, v, rc)
+
+TECHNIQUES.register("smart", Technique(_parse, _apply), origin=_parse)
 
 # %% ../nbs/10_smart.ipynb #ff37c9a8
 def plot_smart_ascent(eps: Sequence[float], # the radii ε
@@ -211,16 +244,20 @@ def plot_smart_training(histories: Mapping[str, Sequence[float]], # run label �
 
 # %% ../nbs/10_smart.ipynb #f82bd9ba
 class BregmanTeacher:
-    "μ_B·ℓ_s(f(x;θ), f(x;θ̃)) against a momentum copy θ̃ of the trainable weights (SMART's proximal point term)."
+    """μ_B·ℓ_s(f(x;θ), f(x;θ̃)) against a momentum copy θ̃ of the trainable weights (SMART's proximal point
+    term).
+    """
     def __init__(self, model: nn.Module, # the model being trained (its trainable weights are copied)
                  mu: float | Mapping[str, float] = 1.0, # weight μ_B, one for all tasks or per task
                  total_steps: int | None = None, # the run's optimizer steps: β switches after the first 10 %
                  betas: tuple[float, float] = (0.99, 0.999), # momentum of the teacher, early and late
                  switch_frac: float = 0.1): # share of the updates with the early β
-        if not all(0 <= b < 1 for b in betas): raise ConfigError(f"BregmanTeacher: betas must be in [0, 1), got {betas!r}")
+        if not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"BregmanTeacher: betas must be in [0, 1), got {betas!r}")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.teacher = [p.detach().clone() for p in self.params]
-        self.mu, self.betas, self.switch = mu, betas, (int(switch_frac * total_steps) if total_steps else None)
+        self.mu, self.betas, self.switch = mu, betas, (int(switch_frac *
+                                                           total_steps) if total_steps else None)
 
     def beta(self, step: int) -> float:
         "The teacher's momentum after optimizer step `step` (from 1)."
@@ -239,9 +276,11 @@ class BregmanTeacher:
         finally:
             for p, t in zip(self.params, self.teacher): p.data, t.data = t.data, p.data
 
-    def __call__(self, model: nn.Module, task: str, batch: dict, output: torch.Tensor, step: int) -> torch.Tensor:
+    def __call__(self, model: nn.Module, task: str, batch: dict, output: torch.Tensor,
+                 step: int) -> torch.Tensor:
         mu = self.mu if isinstance(self.mu, (int, float)) else self.mu.get(task, 0.0)
-        with torch.no_grad(), self._teacher_weights(), dropout_off(model): ref = model.task_forward(task, batch)
+        with torch.no_grad(), self._teacher_weights(), dropout_off(model):
+            ref = model.task_forward(task, batch)
         term = smart_divergence(output, ref, model.output_kind(task))
         _check_finite([term], task, step, "non-finite Bregman term")
         return mu * term

@@ -18,19 +18,18 @@ from fastcore.basics import patch
 from torch.optim.lr_scheduler import LambdaLR
 
 from .config import ConfigError, check_fields, check_range, pick_amp, seed_everything
-from .optim import AdamW, lr_lambda
-from .data import LengthBucketSampler, MultitaskSchedule, RandomBatchSampler, to_device
+from .optim import AdamW, fused_adamw, lr_lambda, param_groups
+from .batches import MultitaskSchedule, TaskStream, to_device
 from .heads import MultitaskBert, save_multitask
 from .evaluate import evaluate_model
-from .checkpoint import (CheckpointError, RunLock, check_folder, config_diff, join_tensors, opt_from_files, opt_to_files,
-                                   read_json, read_tensors, rng_state, save_json, save_tensors, set_rng_state, split_tensors,
-                                   write_folder)
+from .checkpoint import (CheckpointError, RunLock, check_folder, config_diff, join_tensors,
+                                   opt_from_files, opt_to_files, read_json, read_tensors, save_json,
+                                   save_tensors, set_rng_state, split_tensors, write_folder)
 from .distributed import (DistInfo, any_process, average_gradients, broadcast_module, control_group,
-                                    dist_setup, share)
+                                    dist_setup, gather_rng_state, own_rng_state)
 
 # %% auto #0
-__all__ = ['TINY_TRAIN', 'Regularizer', 'TrainConfig', 'Strategy', 'WeightedSum', 'TaskStream', 'NonFiniteLossError',
-           'TrainResult', 'Trainer', 'read_history', 'plot_history', 'loss_trace']
+__all__ = ['TINY_TRAIN', 'Regularizer', 'TrainConfig', 'Strategy', 'WeightedSum', 'NonFiniteLossError', 'TrainResult', 'Trainer']
 
 # %% ../nbs/07_train.ipynb #a55ed8bf
 @dataclass(frozen=True)
@@ -38,21 +37,22 @@ class TrainConfig:
     "How to train; every field has a CLI flag and a YAML key of the same name."
     epochs: int = 3                         # passes over the largest task (see steps_per_epoch)
     max_steps: int | None = None            # stop after this many optimizer steps, whatever `epochs` says
-    steps_per_epoch: int | None = None      # optimizer steps per epoch; default: one pass over the largest task
+    steps_per_epoch: int | None = None  # optimizer steps per epoch; default: one pass over the largest task
     batch_size: int = 32                    # examples per task per micro-step (per process)
-    task_batch_size: tuple[tuple[str, int], ...] = ()      # (task, batch size) for tasks that take another size
+    task_batch_size: tuple[tuple[str, int], ...] = ()  # (task, batch size) for tasks that take another size
     max_len: int = 128                      # tokens per encoder input, longer inputs are truncated
     lr_encoder: float = 2e-5                # BERT's weights (the report tried 1e-7)
     lr_heads: float = 1e-3                  # the freshly initialised heads learn faster
     weight_decay: float = 0.01              # not on biases and LayerNorm
     warmup_frac: float = 0.1                # share of steps spent warming the lr up
     schedule: Literal["linear", "cosine", "constant"] = "linear"
-    accum_steps: int = 1                    # micro-steps per optimizer step: a larger batch in the same memory
+    accum_steps: int = 1  # micro-steps per optimizer step: a larger batch in the same memory
     clip_norm: float | None = 1.0           # max global gradient norm; None = no clipping
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"   # auto: bf16 on GPUs that compute it natively, fp16 on older ones, off on CPU
+    # auto: bf16 on GPUs that compute it natively, fp16 on older ones, off on CPU
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     sampler: Literal["round_robin", "proportional", "annealed"] = "round_robin"
     loss_weights: tuple[tuple[str, float], ...] = ()       # (task, w_t) pairs; missing tasks weigh 1
-    optimizer: Literal["torch", "minbert"] = "torch"       # torch.optim.AdamW (fused) or our from-scratch AdamW
+    optimizer: Literal["torch", "minbert"] = "torch"  # torch.optim.AdamW (fused) or our from-scratch AdamW
     bucket: bool = True                     # length-bucketed batches (less padding)
     head_only_steps: int = 0                # first train the heads alone on the frozen encoder (09_pretrain)
     keep: Literal["best", "last"] = "best"  # the model kept in OUT/best: the best dev score, or the last step
@@ -69,25 +69,33 @@ class TrainConfig:
         for k in ("max_steps", "steps_per_epoch", "eval_every"):
             check_range(self, k, getattr(self, k) is None or getattr(self, k) >= 1, ">= 1 (or null)")
         check_range(self, "max_len", self.max_len >= 4, ">= 4")
-        for k in ("lr_encoder", "lr_heads", "weight_decay"): check_range(self, k, getattr(self, k) >= 0, ">= 0")
+        for k in ("lr_encoder", "lr_heads", "weight_decay"):
+            check_range(self, k, getattr(self, k) >= 0, ">= 0")
         check_range(self, "warmup_frac", 0 <= self.warmup_frac < 1, "in [0, 1)")
-        check_range(self, "clip_norm", self.clip_norm is None or self.clip_norm > 0, "> 0 (or null for no clipping)")
+        check_range(
+            self, "clip_norm", self.clip_norm is None or self.clip_norm > 0, "> 0 (or null for no clipping)")
         check_range(self, "head_only_steps", self.head_only_steps >= 0, ">= 0")
-        check_range(self, "loss_weights", all(w >= 0 for _, w in self.loss_weights), "a mapping of tasks to weights >= 0")
-        check_range(self, "task_batch_size", all(b >= 1 for _, b in self.task_batch_size), "a mapping of tasks to batch sizes >= 1")
-        check_range(self, "device", self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"), "auto, cpu, cuda, cuda:N or mps")
+        check_range(self, "loss_weights", all(w >= 0 for _, w in self.loss_weights),
+                    "a mapping of tasks to weights >= 0")
+        check_range(self, "task_batch_size", all(b >= 1 for _, b in self.task_batch_size),
+                    "a mapping of tasks to batch sizes >= 1")
+        check_range(self, "device", self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
+                    "auto, cpu, cuda, cuda:N or mps")
 
     def weight(self, task: str) -> float: return dict(self.loss_weights).get(task, 1.0)
     def batch(self, task: str) -> int: return dict(self.task_batch_size).get(task, self.batch_size)
 
+# %% ../nbs/07_train.ipynb #a55ed8bf-1
 TINY_TRAIN = TrainConfig(epochs=1, max_steps=6, batch_size=4, max_len=32, lr_encoder=1e-3, lr_heads=1e-3,
                          warmup_frac=0.0, log_every=2, checkpoint_every=3, device="cpu")
 
 # %% ../nbs/07_train.ipynb #3ccfa5dc
 class Strategy:
     "Turns a step's per-task objectives into parameter gradients."
-    def backward(self, losses: dict[str, torch.Tensor], scale: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def backward(self, losses: dict[str, torch.Tensor], scale: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
         raise NotImplementedError
+
     def before_step(self) -> dict[str, float]:
         "Called once per optimizer step, after every micro-step's `backward`; returns stats to log."
         return {}
@@ -95,33 +103,6 @@ class Strategy:
 class WeightedSum(Strategy):
     "∇ Σ_t ℓ_t — one backward pass through all tasks (the weights are already in each ℓ_t)."
     def backward(self, losses, scale): scale(sum(losses.values())).backward()
-
-# %% ../nbs/07_train.ipynb #f2f5f987
-class TaskStream:
-    "Endless, resumable global batches of one task."
-    def __init__(self, ds, batch_size: int, # the global batch: all micro-steps and processes together
-                 seed: int, bucket: bool = True, cycle: int = 0, pos: int = 0):
-        self.ds, self.bs, self.seed, self.bucket, self.cycle, self.pos = ds, batch_size, seed, bucket, cycle, pos
-        self._batches = self._order()
-
-    def _order(self) -> list[list[int]]:
-        n, bs = len(self.ds), self.bs
-        s = LengthBucketSampler(self.ds.lengths, bs, shuffle=True, seed=self.seed) if self.bucket else RandomBatchSampler(n, bs, shuffle=True, seed=self.seed)
-        return s.batches(self.cycle)
-
-    def __next__(self) -> tuple[list[int], tuple]:
-        "(indices of the next global batch, its key (seed, cycle, pos))."
-        if self.pos >= len(self._batches): self.cycle, self.pos = self.cycle + 1, 0; self._batches = self._order()
-        b, key = self._batches[self.pos], (self.seed, self.cycle, self.pos)
-        self.pos += 1
-        return b, key
-
-    def micro(self, batch: list[int], key: tuple, k: int, K: int) -> tuple[dict, float]:
-        "Piece `k` of `K` of a global batch, collated, and its weight ω_k."
-        part, weight = share(batch, k, K)
-        return self.ds.batch(part, key + (k,)), weight
-
-    def state(self) -> dict: return {"cycle": self.cycle, "pos": self.pos}
 
 # %% ../nbs/07_train.ipynb #a9a4a346
 class NonFiniteLossError(RuntimeError):
@@ -135,9 +116,11 @@ class TrainResult:
     history: list                   # the metrics log rows
     interrupted: bool = False       # stopped by SIGINT / SIGTERM after checkpointing
     seconds: float = 0.0            # wall time of this call
-    timing: dict = field(default_factory=dict)   # seconds of this call spent outside the model's step: data, eval, checkpoint
+    # seconds of this call spent outside the model's step: data, eval, checkpoint
+    timing: dict = field(default_factory=dict)
 
-Regularizer = Callable[..., torch.Tensor]  # reg(model, task, batch, output, step) → μ·R, added to the task's objective
+# reg(model, task, batch, output, step) → μ·R, added to the task's objective
+Regularizer = Callable[..., torch.Tensor]
 
 # %% ../nbs/07_train.ipynb #d2d4730b
 class Trainer:
@@ -145,31 +128,40 @@ class Trainer:
     def __init__(self, model: MultitaskBert, cfg: TrainConfig,
                  train_sets: dict,                          # task → dataset (`TaskDataset`, or a task's own)
                  out_dir,                                   # OUT: best/, last/, metrics.jsonl
-                 dev_sets: dict | None = None,              # task → dev dataset; None: no evaluation, the last model is kept
+                 # task → dev dataset; None: no evaluation, the last model is kept
+                 dev_sets: dict | None = None,
                  strategy: Strategy | None = None,          # default: the weighted sum
                  regularizers: dict[str, Regularizer] | None = None,  # task → regularizer (SMART)
                  tokenizer=None,                            # saved with the kept model
                  export: Callable | None = None,            # model → the model to save (LoRA merges)
-                 dist_info: DistInfo | None = None,         # this process's rank and device (default: `dist_setup`)
+                 dist_info: DistInfo | None = None,  # this process's rank and device (default: `dist_setup`)
                  progress: bool = True, run_info: dict | None = None):
         if unknown := [t for t in train_sets if t not in model.cfg.tasks]:
-            raise ConfigError(f"training data for task(s) {unknown} but the model has heads for {model.cfg.tasks}")
+            raise ConfigError(
+                f"training data for task(s) {unknown} but the model has heads for {model.cfg.tasks}")
         for key in ("loss_weights", "task_batch_size"):
             if bad := [t for t, _ in getattr(cfg, key) if t not in train_sets]:
-                raise ConfigError(f"{key} names task(s) {bad} that the run does not train ({', '.join(train_sets)})")
-        self.cfg, self.model, self.sets, self.dev_sets, self.out = cfg, model, train_sets, dev_sets, Path(out_dir)
+                raise ConfigError(
+                    f"{key} names task(s) {bad} that the run does not train ({', '.join(train_sets)})")
+        self.cfg, self.model, self.sets, self.dev_sets, self.out = (
+            cfg, model, train_sets, dev_sets, Path(out_dir))
         self.dist = dist_info or dist_setup(cfg.device)
         self.device = self.dist.device
         self.strategy = strategy or WeightedSum()
         self.regularizers, self.tokenizer, self.export = dict(regularizers or {}), tokenizer, export
         self.progress, self.run_info, self.tasks = progress, dict(run_info or {}), list(train_sets)
         self.K = cfg.accum_steps * self.dist.world                        # pieces of one global batch
-        self.steps_per_epoch = cfg.steps_per_epoch or max(math.ceil(len(d) / (cfg.batch(t) * self.K)) for t, d in train_sets.items())
+        self.steps_per_epoch = cfg.steps_per_epoch or max(
+            math.ceil(len(d) / (cfg.batch(t) * self.K)) for t, d in train_sets.items())
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         if cfg.head_only_steps >= self.total_steps:
-            raise ConfigError(f"head_only_steps={cfg.head_only_steps} leaves no step for the encoder (the run has {self.total_steps})")
+            raise ConfigError(
+                f"head_only_steps={cfg.head_only_steps} leaves no step for the encoder (the run has"
+                f" {self.total_steps})")
         self.schedule = MultitaskSchedule({t: len(d) for t, d in train_sets.items()}, kind=cfg.sampler,
-                                          steps_per_epoch=self.steps_per_epoch, epochs=max(1, math.ceil(self.total_steps / self.steps_per_epoch)), seed=cfg.seed)
+                                          steps_per_epoch=self.steps_per_epoch,
+                                          epochs=max(1, math.ceil(self.total_steps / self.steps_per_epoch)),
+                                          seed=cfg.seed)
         self._stop_signal, self._ctl = None, None
 
 # %% ../nbs/07_train.ipynb #tr000003
@@ -179,17 +171,14 @@ def _optimizer(self: Trainer):
     enc = [p for p in self.model.bert.parameters() if p.requires_grad]
     enc_ids = {id(p) for p in enc}
     other = [p for p in self.model.parameters() if p.requires_grad and id(p) not in enc_ids]
-    groups = [{"params": [p for p in enc if p.ndim > 1], "lr": c.lr_encoder, "weight_decay": c.weight_decay, "name": "encoder"},
-              {"params": [p for p in enc if p.ndim <= 1], "lr": c.lr_encoder, "weight_decay": 0.0, "name": "encoder"},
-              {"params": other, "lr": c.lr_heads, "weight_decay": 0.0, "name": "heads"}]
-    groups = [g for g in groups if g["params"]]
-    if c.optimizer == "minbert": return AdamW(groups, eps=1e-8)
-    try: return torch.optim.AdamW(groups, eps=1e-8, fused=True)   # one kernel per step: 6× faster than foreach on MiniLM, CPU
-    except (RuntimeError, TypeError): return torch.optim.AdamW(groups, eps=1e-8, foreach=True)
+    groups = param_groups(enc, other, c.lr_encoder, c.lr_heads, c.weight_decay)
+    return AdamW(groups, eps=1e-8) if c.optimizer == "minbert" else fused_adamw(groups, eps=1e-8)
 
 @patch
 def _scheduler(self: Trainer) -> LambdaLR:
-    "Heads: warm-up and decay over the whole run. Encoder: zero during the head-only steps, then its own warm-up and decay."
+    """Heads: warm-up and decay over the whole run. Encoder: zero during the head-only steps, then its own
+    warm-up and decay.
+    """
     c, n, h = self.cfg, self.total_steps, self.cfg.head_only_steps
     heads = lr_lambda(int(c.warmup_frac * n), n, c.schedule)
     enc = lr_lambda(int(c.warmup_frac * (n - h)), n - h, c.schedule)
@@ -214,20 +203,23 @@ def _micro_losses(self: Trainer, draws: list, k: int) -> tuple[dict, dict]:
             out = self.model.task_forward(task, batch)
             loss = self.model.task_loss(task, out, batch)
             obj = c.weight(task) * loss
-            if task in self.regularizers: obj = obj + self.regularizers[task](self.model, task, batch, out, self.step)
+            if task in self.regularizers:
+                obj = obj + self.regularizers[task](self.model, task, batch, out, self.step)
         f = omega / c.accum_steps
         objectives[task] = objectives.get(task, 0.0) + obj * f         # a task drawn twice adds up
         raw[task] = raw.get(task, 0.0) + loss.detach() * f
     return objectives, raw
 
+# %% ../nbs/07_train.ipynb #tr000005-1
 @patch
 def _train_step(self: Trainer):
     "Forward, backward and update for one optimizer step."
     c = self.cfg
-    draws = [(t, next(self.streams[t])) for t in self.schedule.tasks_for_step(self.step)]   # global batches of this step
+    # global batches of this step
+    draws = [(t, next(self.streams[t])) for t in self.schedule.tasks_for_step(self.step)]
     logged, total = {}, {}
     r0 = self.dist.rank * c.accum_steps                                # this process's pieces
-    for k in range(r0, r0 + c.accum_steps):                           # forward and backward, micro-step by micro-step
+    for k in range(r0, r0 + c.accum_steps):  # forward and backward, micro-step by micro-step
         objectives, raw = self._micro_losses(draws, k)
         for t, l in raw.items(): logged[t] = logged.get(t, 0.0) + l
         for t, l in objectives.items(): total[t] = total.get(t, 0.0) + l.detach()
@@ -242,7 +234,7 @@ def _train_step(self: Trainer):
     self.opt.zero_grad(set_to_none=True)
     self.sched.step()
     self.step += 1
-    for r in self.regularizers.values():                              # e.g. a momentum teacher follows the weights
+    for r in self.regularizers.values():  # e.g. a momentum teacher follows the weights
         if hasattr(r, "after_step"): r.after_step(self.model, self.step)
 
 # %% ../nbs/07_train.ipynb #tr000007
@@ -265,17 +257,20 @@ def _flush_losses(self: Trainer, bar=None):
     if not self._pending: return
     steps = [s for s, *_ in self._pending]
     tasks = sorted({t for _, d, _ in self._pending for t in d})
-    v = torch.stack([torch.stack([torch.as_tensor(d.get(t, math.nan), dtype=torch.float32, device=self.device) for t in tasks] +
-                                 [torch.as_tensor(o.get(t, math.nan), dtype=torch.float32, device=self.device) for t in tasks])
-                     for _, d, o in self._pending])              # (steps, 2·tasks): losses, then objectives; NaN where not drawn
+    def row(d):
+        return [torch.as_tensor(d.get(t, math.nan), dtype=torch.float32, device=self.device) for t in tasks]
+
+    # (steps, 2·tasks): the losses, then the objectives; NaN where a task was not drawn
+    v = torch.stack([torch.stack(row(d) + row(o)) for _, d, o in self._pending])
     if self.dist.world > 1: dist.all_reduce(v); v /= self.dist.world          # Σ_r: the global batch's loss
     v = v.cpu()
     drawn = torch.tensor([[t in d for t in tasks] * 2 for _, d, _ in self._pending])
     if len(bad := (~torch.isfinite(v) & drawn).nonzero()):
         i, j = bad[0].tolist()
         what = "loss" if j < len(tasks) else "objective (loss and regularizer)"
-        raise NonFiniteLossError(f"step {steps[i]}: the {what} of task {tasks[j % len(tasks)]!r} is {v[i, j].item()} — try a lower "
-                                 f"learning rate, amp=off, or clip_norm; {self._last_good()}")
+        raise NonFiniteLossError(
+            f"step {steps[i]}: the {what} of task {tasks[j % len(tasks)]!r} is {v[i, j].item()} — try a lower"
+            f" learning rate, amp=off, or clip_norm; {self._last_good()}")
     v, drawn = v[:, :len(tasks)], drawn[:, :len(tasks)]
     per = {t: v[drawn[:, j], j].mean().item() for j, t in enumerate(tasks) if drawn[:, j].any()}
     row = {"step": self.step, "lr": self.sched.get_last_lr()[0], **{f"loss/{t}": x for t, x in per.items()}}
@@ -283,6 +278,7 @@ def _flush_losses(self: Trainer, bar=None):
     self._log(row); self._pending, self._stats = [], {}
     if bar is not None: bar.set_postfix({t: f"{x:.3f}" for t, x in per.items()})
 
+# %% ../nbs/07_train.ipynb #tr000007-1
 @patch
 def _evaluate(self: Trainer):
     if not self.dev_sets: return
@@ -300,13 +296,14 @@ _MAY_CHANGE = ("log_every", "eval_every", "checkpoint_every", "device")   # sett
 @patch
 def _last_good(self: Trainer) -> str:
     "Where the last good checkpoint is, for messages."
-    return (f"the last good checkpoint is {self.out/'last'} (step {self._saved_step})" if self._saved_step is not None
-            else "no checkpoint was written before it")
+    return (f"the last good checkpoint is {self.out/'last'} (step {self._saved_step})"
+            if self._saved_step is not None else "no checkpoint was written before it")
 
 @patch
 def _check_weights(self: Trainer):
     if not bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()):
-        raise NonFiniteLossError(f"step {self.step}: the weights are no longer finite; not saving them — {self._last_good()}")
+        raise NonFiniteLossError(
+            f"step {self.step}: the weights are no longer finite; not saving them — {self._last_good()}")
 
 @patch
 def _save_model(self: Trainer, info: dict):
@@ -314,27 +311,30 @@ def _save_model(self: Trainer, info: dict):
     if not self.dist.main: return
     self._check_weights()
     to_save = self.export(self.model) if self.export else self.model
-    write_folder(self.out/"best", lambda d: save_multitask(to_save, d, self.tokenizer, {**info, **self.run_info}), {"step": self.step})
+    write_folder(self.out / "best",
+                 lambda d: save_multitask(to_save, d, self.tokenizer, {**info, **self.run_info}),
+                 {"step": self.step})
 
+# %% ../nbs/07_train.ipynb #tr000009-1
 @patch
 def save_state(self: Trainer):
-    "Write a resumable checkpoint (model, optimizer, schedule, streams, RNG) to OUT/last, whole or not at all."
+    """Write a resumable checkpoint (model, optimizer, schedule, streams, RNG) to OUT/last, whole or not at
+    all.
+    """
     self._flush_losses()
-    rt, rj = rng_state()
-    if self.dist.world > 1:                     # every process's random state, written by process 0
-        every = [None] * self.dist.world
-        dist.all_gather_object(every, (rt, rj), group=self._ctl)
-        rt = {(f"rank{r}/{k}" if r else k): v for r, (t, _) in enumerate(every) for k, v in t.items()}
-        rj = {**rj, "ranks": [j for _, j in every[1:]]}
+    rt, rj = gather_rng_state(self.dist.world, self._ctl)    # every process's, written by process 0
     if not self.dist.main: return
     self._check_weights()
     ot, oj = opt_to_files(self.opt)
-    meta = {"step": self.step, "optimizer": oj, "scheduler": {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"},
-            "rng": rj, "best": self.best, "streams": {t: s.state() for t, s in self.streams.items()}, "history": self.history,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+    meta = {"step": self.step, "optimizer": oj,
+            "scheduler": {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"}, "rng": rj,
+            "best": self.best, "streams": {t: s.state() for t, s in self.streams.items()},
+            "history": self.history, "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "config": asdict(self.cfg), "world_size": self.dist.world}
-    techniques = {"strategy": getattr(self.strategy, "state_dict", dict)(),   # their tensors (a teacher, task weights) go to safetensors
-                  "regularizers": {t: r.state_dict() for t, r in self.regularizers.items() if hasattr(r, "state_dict")}}
+    # their tensors (a teacher, task weights) go to safetensors
+    techniques = {
+        "strategy": getattr(self.strategy, "state_dict", dict)(),
+        "regularizers": {t: r.state_dict() for t, r in self.regularizers.items() if hasattr(r, "state_dict")}}
     meta["techniques"], tt = split_tensors(techniques, "tech")
     def write(d):
         save_tensors(self.model.state_dict(), d/"model.safetensors")
@@ -351,44 +351,58 @@ def load_state(self: Trainer, folder, allow_changes: bool = False):
     check_folder(folder)
     meta = read_json(folder/"trainer.json")
     if meta.get("world_size", 1) != self.dist.world:
-        raise CheckpointError(f"{folder/'trainer.json'}: written by {meta.get('world_size', 1)} process(es), resumed with {self.dist.world}; "
-                              "resume with the same number of processes (or start a new --out)")
-    if (diff := config_diff(meta["config"], json.loads(json.dumps(asdict(self.cfg))), _MAY_CHANGE)) and not allow_changes:
-        raise ConfigError(f"{folder}: the run was started with other settings ({'; '.join(diff)}); resume with the same ones, "
-                          "start a new --out, or allow the change (`--resume-changed`)")
+        raise CheckpointError(
+            f"{folder/'trainer.json'}: written by {meta.get('world_size', 1)} process(es), resumed with"
+            f" {self.dist.world}; resume with the same number of processes (or start a new --out)")
+    if (diff := config_diff(meta["config"], json.loads(json.dumps(asdict(self.cfg))), _MAY_CHANGE)
+    ) and not allow_changes:
+        raise ConfigError(
+            f"{folder}: the run was started with other settings ({'; '.join(diff)}); resume with the same"
+            " ones, start a new --out, or allow the change (`--resume-changed`)")
     sd = read_tensors(folder/"model.safetensors", device=str(self.device))
     missing, unexpected = self.model.load_state_dict(sd, strict=False)
-    if missing or unexpected: raise CheckpointError(f"{folder/'model.safetensors'}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    self.opt.load_state_dict(opt_from_files(read_tensors(folder/"optimizer.safetensors", device=str(self.device)), meta["optimizer"]))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{folder/'model.safetensors'}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    self.opt.load_state_dict(
+        opt_from_files(
+            read_tensors(folder / "optimizer.safetensors", device=str(self.device)), meta["optimizer"])
+    )
     self.sched.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(self.opt.param_groups)})
     if self.scaler is not None and meta.get("scaler"): self.scaler.load_state_dict(meta["scaler"])
-    tech = join_tensors(meta["techniques"], read_tensors(folder/"techniques.safetensors", device=str(self.device)))
-    if hasattr(self.strategy, "load_state_dict") and tech["strategy"]: self.strategy.load_state_dict(tech["strategy"])
+    tech = join_tensors(
+        meta["techniques"], read_tensors(folder / "techniques.safetensors", device=str(self.device)))
+    if hasattr(self.strategy, "load_state_dict") and tech["strategy"]:
+        self.strategy.load_state_dict(tech["strategy"])
     for t, st in tech["regularizers"].items():
-        if t in self.regularizers and hasattr(self.regularizers[t], "load_state_dict"): self.regularizers[t].load_state_dict(st)
-    self.step, self.best, self.history, self._saved_step = meta["step"], meta["best"], meta["history"], meta["step"]
+        if t in self.regularizers and hasattr(self.regularizers[t], "load_state_dict"):
+            self.regularizers[t].load_state_dict(st)
+    self.step, self.best, self.history, self._saved_step = (meta["step"], meta["best"], meta["history"],
+                                                            meta["step"])
     for t, st in meta["streams"].items():
         if t in self.streams: self.streams[t] = self._stream(t, **st)
-    rt, rj, r = read_tensors(folder/"rng.safetensors"), meta["rng"], self.dist.rank
-    if r: rt, rj = {k.split("/", 1)[1]: v for k, v in rt.items() if k.startswith(f"rank{r}/")}, rj["ranks"][r - 1]
-    set_rng_state(rt, rj)
-    if self.dist.main:                          # the log holds exactly the resumed steps: rewritten from the checkpoint
+    set_rng_state(*own_rng_state(read_tensors(folder/"rng.safetensors"), meta["rng"], self.dist.rank))
+    if self.dist.main:  # the log holds exactly the resumed steps: rewritten from the checkpoint
         (self.out/"metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in self.history))
 
+# %% ../nbs/07_train.ipynb #tr000010-1
 @patch
 def _stream(self: Trainer, task, cycle=0, pos=0) -> TaskStream:
     c = self.cfg
-    return TaskStream(self.sets[task], c.batch(task) * self.K, c.seed * 1000 + self.tasks.index(task), c.bucket, cycle, pos)
+    return TaskStream(
+        self.sets[task], c.batch(task) * self.K, c.seed * 1000 + self.tasks.index(task), c.bucket, cycle, pos)
 
 # %% ../nbs/07_train.ipynb #tr000012
 @patch
 def _after_step(self: Trainer, bar) -> bool:
     "Log, evaluate, checkpoint; True when the run must stop (a signal)."
     c, t0 = self.cfg, time.perf_counter()
-    if self.dist.world > 1 and any_process(self._stop_signal is not None, self._ctl) and self._stop_signal is None:
-        self._stop_signal = signal.SIGTERM                             # another process was signalled: stop together
+    if (self.dist.world > 1 and any_process(self._stop_signal is not None, self._ctl)
+        and self._stop_signal is None):
+        self._stop_signal = signal.SIGTERM  # another process was signalled: stop together
     end_epoch = self.step % self.steps_per_epoch == 0
-    do_eval = ((self.step % c.eval_every == 0) if c.eval_every else end_epoch) or self.step == self.total_steps
+    do_eval = ((self.step % c.eval_every == 0) if c.eval_every else end_epoch
+    ) or self.step == self.total_steps
     if self.step % c.log_every == 0 or do_eval or self._stop_signal: self._flush_losses(bar)
     if do_eval: self._evaluate()
     t1 = time.perf_counter(); self.timing["eval"] += t1 - t0
@@ -401,7 +415,8 @@ def _start(self: Trainer, resume: bool, allow_changes: bool):
     c = self.cfg
     seed_everything(c.seed + self.dist.rank)
     self.model.to(self.device).train()
-    if self.dist.world > 1: self._ctl = control_group(); broadcast_module(self.model)   # process 0's weights everywhere
+    # process 0's weights everywhere
+    if self.dist.world > 1: self._ctl = control_group(); broadcast_module(self.model)
     self.streams = {t: self._stream(t) for t in self.sets}
     self.opt = self._optimizer()
     self.sched = self._scheduler()
@@ -409,12 +424,14 @@ def _start(self: Trainer, resume: bool, allow_changes: bool):
     self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     self.scale = self.scaler.scale if self.scaler is not None else (lambda x: x)
     self.step, self.best, self.history, self._pending, self._stats, self._saved_step = 0, {}, [], [], {}, None
-    self.timing = {"data": 0.0, "eval": 0.0, "checkpoint": 0.0}   # seconds outside the model's step (this session)
+    # seconds outside the model's step (this session)
+    self.timing = {"data": 0.0, "eval": 0.0, "checkpoint": 0.0}
     if resume and (self.out/"last").exists(): self.load_state(self.out/"last", allow_changes)
     elif self.dist.main and (self.out/"metrics.jsonl").exists(): (self.out/"metrics.jsonl").unlink()
     self._encoder_params = [p for p in self.model.bert.parameters() if p.requires_grad]
     self.params = [p for p in self.model.parameters() if p.requires_grad]
 
+# %% ../nbs/07_train.ipynb #tr000012-1
 @patch
 def fit(self: Trainer, resume: bool = True, allow_changes: bool = False) -> TrainResult:
     "Train to `max_steps` / `epochs`, evaluating and checkpointing; resumes from OUT/last when it exists."
@@ -425,8 +442,10 @@ def fit(self: Trainer, resume: bool = True, allow_changes: bool = False) -> Trai
         handlers = {}
         try:
             for s in (signal.SIGINT, signal.SIGTERM): handlers[s] = signal.signal(s, self._on_signal)
-        except ValueError: pass   # not the main thread: no signal handling
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not (self.progress and self.dist.main), dynamic_ncols=True)
+        except ValueError:
+            pass  # not the main thread: no signal handling
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train",
+                   disable=not (self.progress and self.dist.main), dynamic_ncols=True)
         interrupted = False
         try:
             while self.step < self.total_steps:
@@ -438,46 +457,17 @@ def fit(self: Trainer, resume: bool = True, allow_changes: bool = False) -> Trai
             bar.close()
             self._set_encoder_trainable(True)
             for s, h in handlers.items(): signal.signal(s, h)
-        if not self.dev_sets and not interrupted: self._save_model({"best_step": self.step})   # no dev data: keep the last model
-        if self.dist.world > 1: dist.barrier(group=self._ctl)   # every file is written when fit returns, on every process
-    return TrainResult(self.step, self.best.get("metrics", {}), self.history, interrupted, time.time() - t0, dict(self.timing))
+        # no dev data: keep the last model
+        if not self.dev_sets and not interrupted: self._save_model({"best_step": self.step})
+        # every file is written when fit returns, on every process
+        if self.dist.world > 1: dist.barrier(group=self._ctl)
+    return TrainResult(self.step, self.best.get("metrics", {}), self.history, interrupted, time.time() - t0,
+                       dict(self.timing))
 
 @patch
 def _on_signal(self: Trainer, signum, frame): self._stop_signal = signum
 
+# %% ../nbs/07_train.ipynb #649c2dab
 class _nothing:
     def __enter__(self): return self
     def __exit__(self, *exc): pass
-
-# %% ../nbs/07_train.ipynb #3c8f7ea3
-def read_history(path) -> list[dict]:
-    "Rows of a `metrics.jsonl` (a run folder or the file)."
-    p = Path(path); p = p/"metrics.jsonl" if p.is_dir() else p
-    if not p.exists(): raise FileNotFoundError(f"{p}: no metrics log here")
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-
-def plot_history(history: list[dict], title: str = ""):
-    "Training loss per task and (when evaluated) dev scores over steps; returns the figure."
-    import matplotlib.pyplot as plt
-    evals = [r for r in history if "eval" in r]
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 3.5), squeeze=False)
-    ax = axes[0, 0]
-    tasks = sorted({k[5:] for r in history for k in r if k.startswith("loss/")})
-    for t in tasks:
-        pts = [(r["step"], r[f"loss/{t}"]) for r in history if f"loss/{t}" in r]
-        ax.plot(*zip(*pts), label=t, marker=".")
-    ax.set_xlabel("step"); ax.set_ylabel("training loss"); ax.set_yscale("log"); ax.legend(); ax.set_title("loss per task")
-    if evals:
-        ax = axes[0, 1]
-        keys = [k for k in sorted(evals[-1]["eval"]) if k.endswith(("_acc", "_pearson")) or k == "overall"]
-        for k in keys:
-            ax.plot([r["step"] for r in evals], [r["eval"].get(k, float("nan")) for r in evals], label=k, marker="o")
-        ax.set_xlabel("step"); ax.set_ylabel("dev score"); ax.legend(); ax.set_title("dev scores")
-    if title: fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/07_train.ipynb #7eba5b34
-def loss_trace(history: list) -> list[tuple[int, str, float]]:
-    "(step, task, loss) of every logged loss, in order."
-    return [(r["step"], k[5:], v) for r in history if "eval" not in r for k, v in r.items() if k.startswith("loss/")]

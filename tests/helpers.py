@@ -43,7 +43,8 @@ def sample_run(out_dir, batch_size: int = 4, # per process
     "A tiny BERT without dropout, trained on the CPU on the bundled sample; returns the `TrainResult`."
     from minbert_nb.bert import BertModel, load_tokenizer
     from minbert_nb.config import preset, seed_everything
-    from minbert_nb.data import TaskDataset, load_split
+    from minbert_nb.data import load_split
+    from minbert_nb.batches import TaskDataset
     from minbert_nb.heads import MultitaskBert
     from minbert_nb.train import TrainConfig, Trainer
     tok, hc = load_tokenizer(), HeadsConfig(dropout=0.0)

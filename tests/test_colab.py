@@ -19,7 +19,7 @@ def test_setup_cell_in_every_numbered_notebook():
     """Each lesson runs `setup_cell()` before importing minbert_nb."""
     assert check_setup_cells(REPO / "nbs") == []
     text = setup_cell()
-    for p in sorted((REPO / "nbs").glob("[0-9][0-9]_*.ipynb")):
+    for p in sorted((REPO / "nbs").glob("[0-9][0-9]*_*.ipynb")):
         assert any(c["cell_type"] == "code" and "".join(c["source"]) == text for c in json.loads(p.read_text())["cells"]), f"{p.name}: the setup cell is not current"
 
 

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from minbert_nb.data import (TASKS, DataError, DataWarning, Example, ReadReport, read_task_file, load_split, parse_label,
-                             nli_split, in_dev_slice, sample_dir, task_file, HUB_SOURCES, map_hub_row, hub_examples, hub_split,
-                             TaskDataset, tokenizer_hash, collate, to_device, RandomBatchSampler, LengthBucketSampler,
-                             make_loader, padding_stats, check_data, MultitaskSchedule, schedule_shares, plot_schedule)
+from minbert_nb.data import TASKS, DataError, DataWarning, Example, ReadReport, read_task_file, load_split, parse_label, nli_split, in_dev_slice, sample_dir, task_file, HUB_SOURCES, map_hub_row, hub_examples, hub_split, check_data
+from minbert_nb.batches import TaskDataset, tokenizer_hash, collate, to_device, RandomBatchSampler, LengthBucketSampler, make_loader, padding_stats, MultitaskSchedule, schedule_shares, plot_schedule
 
 H_PARA = "\tid\tsentence1\tsentence2\tis_duplicate\n"
 

@@ -6,7 +6,7 @@ import torch
 
 from minbert_nb.distributed import launch_local
 from minbert_nb.pcgrad import PCGrad
-from minbert_nb.train import read_history
+from minbert_nb.evaluate import read_history
 from helpers import max_param_diff, sample_run
 
 STEPS, PER_PROCESS = 3, 6

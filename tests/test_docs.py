@@ -20,8 +20,8 @@ needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="headless Ch
 def test_sidebar_in_notebook_order():
     order = sidebar_order(REPO / "nbs")
     assert order[0] == "index.ipynb"
-    lessons = sorted(p.name for p in (REPO / "nbs").glob("[0-9][0-9]_*.ipynb"))
-    engineering = sorted(f"engineering/{p.name}" for p in (REPO / "nbs" / "engineering").glob("[0-9][0-9]_*.ipynb"))
+    lessons = sorted(p.name for p in (REPO / "nbs").glob("[0-9][0-9]*_*.ipynb"))
+    engineering = sorted(f"engineering/{p.name}" for p in (REPO / "nbs" / "engineering").glob("[0-9][0-9]*_*.ipynb"))
     assert order[1:] == lessons + engineering
     q = yaml.safe_load((REPO / "nbs" / "_quarto.yml").read_text())
     assert set(q["metadata-files"]) >= {"nbdev.yml", "sidebar.yml"}        # where nbdev-docs puts the sidebar

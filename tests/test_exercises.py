@@ -82,7 +82,7 @@ def test_real_optim_notebook_exercise(tmp_path):
     student, fails = check_real_exercise("03_optim", tmp_path)
     src = next(c["source"] for c in json.loads(student.read_text())["cells"] if "class AdamW" in c["source"])
     assert "def __init__(self, params: Iterable" in src and "if lr < 0" in src          # the constructor is given
-    assert '    @torch.no_grad()\n    def step(self, closure: Callable | None = None):\n        "One update of each parameter' in src
+    assert '    @torch.no_grad()\n    def step(self, closure: Callable | None = None):\n        """One update of each parameter' in src
     assert "m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; θ ← θ − αλθ − α_t·m/(√v + ε)" in src   # the docstring stays
     assert '        # Exercise: For each group in `self.param_groups`' in src                           # the brief, from the markdown
     assert src.rstrip().endswith('raise NotImplementedError("Exercise: implement AdamW.step")')

@@ -15,7 +15,8 @@ from minbert_nb.heads import HeadsConfig, MultitaskBert, load_multitask
 from minbert_nb.pretrain import (REPORT_MASKING, EVAL_MASKING, MaskingConfig, MaskVocab, MaskedLM, MLMTexts, corpus, fill_mask,
                                  load_mlm_head, mask_tokens, masking_stats, special_tokens_mask)
 from minbert_nb.run import RunConfig, build_sets, load_run_config, run_train
-from minbert_nb.train import NonFiniteLossError, Trainer, TrainConfig, loss_trace
+from minbert_nb.train import NonFiniteLossError, Trainer, TrainConfig
+from minbert_nb.evaluate import loss_trace
 
 torch.set_num_threads(1)   # a shared 2-core machine: two threads each are slower than one
 

@@ -16,11 +16,13 @@ from minbert_nb.bert import BertModel, load_tokenizer
 from minbert_nb.checkpoint import CheckpointError, RunLock, check_folder, read_json, save_json
 from minbert_nb.cli import main
 from minbert_nb.config import ConfigError, pick_amp, preset, seed_everything
-from minbert_nb.data import TaskDataset, load_split
+from minbert_nb.data import load_split
+from minbert_nb.batches import TaskDataset
 from minbert_nb.heads import HeadsConfig, MultitaskBert, load_multitask
 from minbert_nb.run import RunConfig, load_run_config
 from minbert_nb.smart import BregmanTeacher, SmartConfig, SmartRegularizer
-from minbert_nb.train import TINY_TRAIN, NonFiniteLossError, TrainConfig, Trainer, loss_trace, read_history
+from minbert_nb.train import TINY_TRAIN, NonFiniteLossError, TrainConfig, Trainer
+from minbert_nb.evaluate import loss_trace, read_history
 
 HC = HeadsConfig(dropout=0.0)
 SAMPLE = Path(__file__).resolve().parents[1] / "minbert_nb" / "sample"

@@ -9,9 +9,11 @@ import torch
 from minbert_nb.config import preset, seed_everything
 from minbert_nb.bert import BertModel, load_tokenizer
 from minbert_nb.checkpoint import CheckpointError
-from minbert_nb.data import TaskDataset, load_split
+from minbert_nb.data import load_split
+from minbert_nb.batches import TaskDataset
 from minbert_nb.heads import HeadsConfig, MultitaskBert, load_multitask
-from minbert_nb.train import Trainer, TINY_TRAIN, NonFiniteLossError, loss_trace, read_history
+from minbert_nb.train import Trainer, TINY_TRAIN, NonFiniteLossError
+from minbert_nb.evaluate import loss_trace, read_history
 from minbert_nb.cli import main
 
 HC = HeadsConfig()
