@@ -1,4 +1,4 @@
-"""Smoothness-inducing adversarial regularization (Jiang et al., 2019): find the small move of the input embeddings that changes the output most, and penalise that change.
+"""Smoothness-inducing adversarial regularization (Jiang et al., 2019): find the small move of the input embeddings that changes the output most, and penalise that change; and R3F, which moves them at random instead.
 
 Docs: https://minbert-nb.github.io/minbert-nb/smart.html.md"""
 
@@ -22,7 +22,7 @@ from .run import TECHNIQUES, RunConfig, Technique
 # %% auto #0
 __all__ = ['smart_divergence', 'SmartConfig', 'SmartError', 'inf_normalize', 'project_inf', 'smart_term', 'dropout_off',
            'SmartRegularizer', 'task_settings', 'add_regularizer', 'plot_smart_ascent', 'plot_smart_training',
-           'BregmanTeacher']
+           'R3FConfig', 'r3f_noise', 'r3f_term', 'R3FRegularizer', 'BregmanTeacher']
 
 # %% ../nbs/10_smart.ipynb #fc4195a8
 def smart_divergence(p: torch.Tensor, # outputs at x̃: logits (B, K), a logit (B,) or a score (B,)
@@ -68,12 +68,12 @@ class SmartConfig:
 
 # %% ../nbs/10_smart.ipynb #e0d8cc2d
 class SmartError(RuntimeError):
-    "The SMART perturbation or term became non-finite; names the task, the training step and the ascent step."
-    def __init__(self, task: str, step: int, what: str):
+    "The SMART (or R3F) perturbation or term became non-finite; names the task, the training step, the pass."
+    def __init__(self, task: str, step: int, what: str, method: str = "SMART"):
         self.task, self.step = task, step
         super().__init__(
-            f"SMART on task {task!r} at training step {step}: {what}. Lower the learning rate or the SMART"
-            " weight, or check the inputs; the term is never silently dropped.")
+            f"{method} on task {task!r} at training step {step}: {what}. Lower the learning rate or the"
+            f" {method} weight, or check the inputs; the term is never silently dropped.")
 
 def inf_normalize(g: torch.Tensor, # the ascent gradient (B, T, C)
                   norm: Literal["example", "token"] = "example", # over each example, or each token's vector
@@ -208,9 +208,17 @@ def add_regularizer(run, task: str, reg):
     run.regularizers[task] = reg if old is None else _Both(old, reg)
 
 class _Both:
-    "Two regularizers of one task, summed."
+    "Two regularizers of one task, summed; their `after_step` and checkpoint state pass through."
     def __init__(self, a, b): self.a, self.b = a, b
     def __call__(self, *args): return self.a(*args) + self.b(*args)
+    def after_step(self, model, step):
+        for r in (self.a, self.b):
+            if hasattr(r, "after_step"): r.after_step(model, step)
+    def state_dict(self) -> dict:
+        return {k: getattr(r, "state_dict", dict)() for k, r in zip("ab", (self.a, self.b))}
+    def load_state_dict(self, state: dict):
+        for k, r in zip("ab", (self.a, self.b)):
+            if state.get(k) and hasattr(r, "load_state_dict"): r.load_state_dict(state[k])
 
 def _apply(run, cfgs: dict):
     reg = SmartRegularizer(cfgs)
@@ -223,12 +231,13 @@ TECHNIQUES.register("smart", Technique(_parse, _apply), origin=_parse)
 # %% ../nbs/10_smart.ipynb #ff37c9a8
 def plot_smart_ascent(eps: Sequence[float], # the radii ε
                       curves: Mapping[str, Sequence[float]], # label → ℓ_s at each ε
-                      ylabel: str = "ℓ_s", title: str = ""):
+                      ylabel: str = "ℓ_s", title: str = "",
+                      xlabel: str = "ε (∞-ball radius in embedding space)"):
     "ℓ_s against the radius ε for several ways of choosing the perturbation (log–log); returns the figure."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for label, ys in curves.items(): ax.loglog(eps, ys, marker="o", label=label)
-    ax.set_xlabel("ε (∞-ball radius in embedding space)"); ax.set_ylabel(ylabel); ax.set_title(title)
+    ax.set_xlabel(xlabel); ax.set_ylabel(ylabel); ax.set_title(title)
     ax.legend(); ax.grid(True, which="major", alpha=0.3); fig.tight_layout()
     return fig
 
@@ -241,6 +250,92 @@ def plot_smart_training(histories: Mapping[str, Sequence[float]], # run label �
     for label, ys in histories.items(): ax.semilogy(range(1, len(ys) + 1), ys, label=label)
     ax.set_xlabel("step"); ax.set_ylabel(ylabel); ax.legend(); ax.grid(True, alpha=0.3); fig.tight_layout()
     return fig
+
+# %% ../nbs/10_smart.ipynb #r3f00003
+@dataclass(frozen=True)
+class R3FConfig:
+    "Hyper-parameters of the R3F term of one task."
+    lam: float = 1.0                # weight λ of the term (fairseq --r3f-lambda 1.0)
+    eps: float = 1e-5               # noise scale σ: the std of N(0, σ²I) or the half-width of U(−σ, σ)
+    noise: Literal["uniform", "normal"] = "uniform"   # the distribution of z (fairseq --noise-type uniform)
+
+    def __post_init__(self):
+        check_fields(self)
+        check_range(self, "lam", self.lam >= 0, ">= 0")
+        check_range(self, "eps", self.eps > 0, "> 0")
+
+# %% ../nbs/10_smart.ipynb #r3f00006
+def r3f_noise(e: torch.Tensor, # the embeddings x, (B, T, C)
+              cfg: R3FConfig, # σ and the distribution
+              generator: torch.Generator | None = None, # for z (default: torch's global generator)
+             ) -> torch.Tensor:
+    "z shaped like e: N(0, σ²I) or U(−σ, σ), drawn on the generator's device, then moved."
+    if cfg.noise == "normal": return _noise(e, cfg.eps, generator)
+    dev = generator.device if generator is not None else e.device
+    u = torch.rand(e.shape, generator=generator, device=dev, dtype=e.dtype)      # U(0, 1)
+    return ((2 * u - 1) * cfg.eps).to(e.device)
+
+def r3f_term(forward_fn: Callable[[list[torch.Tensor]], torch.Tensor], # embeddings → task output
+             embeds: list[torch.Tensor], # x: the word embeddings of each encoder input, (B, T, C) each
+             clean: torch.Tensor, # f(x): the task's training output (its graph is kept)
+             kind: OutputKind, # 'multiclass', 'binary' or 'regression'
+             cfg: R3FConfig, generator: torch.Generator | None = None,
+             task: str = "", step: int = 0, # named in errors
+            ) -> torch.Tensor:
+    "ℓ_s(f(x + z), f(x)) for one draw of the noise z (without λ)."
+    noisy = [e.detach() + r3f_noise(e, cfg, generator) for e in embeds]    # x + z, x detached (authors' code)
+    term = smart_divergence(forward_fn(noisy), clean, kind)
+    if not bool(torch.isfinite(term)):
+        raise SmartError(task, step, "non-finite R3F term ℓ_s(f(x + z), f(x))", method="R3F")
+    return term
+
+# %% ../nbs/10_smart.ipynb #r3f00010
+class R3FRegularizer:
+    "The R3F term λ·ℓ_s(f(x + z), f(x)) of its tasks; the trainer adds it to that task's objective."
+    def __init__(self, cfg_by_task: Mapping[str, R3FConfig | float], # task → config, or task → λ
+                 generator: torch.Generator | None = None): # for z (default: torch's global generator)
+        self.cfgs = {
+            t: c if isinstance(c, R3FConfig) else R3FConfig(lam=float(c)) for t, c in cfg_by_task.items()}
+        self.generator, self.last = generator, {}
+
+    @property
+    def tasks(self) -> tuple[str, ...]: return tuple(self.cfgs)
+
+    def __call__(self, model: nn.Module, task: str, batch: dict, output: torch.Tensor | None, step: int
+    ) -> torch.Tensor:
+        "λ·ℓ_s(f(x + z), f(x)); `output` is the task's training output f(x) (None: computed here)."
+        if task not in self.cfgs:
+            raise KeyError(
+                f"R3F is not configured for task {task!r} (configured: {', '.join(self.cfgs) or 'none'})")
+        cfg = self.cfgs[task]
+        if cfg.lam == 0: return torch.zeros((), device=next(model.parameters()).device)
+        embeds = model.task_embeds(task, batch)
+        fwd = lambda es: model.task_forward(task, batch, inputs_embeds=es)
+        clean = output if output is not None else fwd(embeds)
+        term = r3f_term(fwd, embeds, clean, model.output_kind(task), cfg, self.generator, task, step)
+        self.last[task] = term.detach()
+        return cfg.lam * term
+
+    def state_dict(self) -> dict:
+        "The noise generator's state, as a tensor (None when it draws from torch's global generator)."
+        return {"generator": self.generator.get_state() if self.generator is not None else None}
+
+    def load_state_dict(self, state: dict):
+        "Restore what `state_dict` returned."
+        if state.get("generator") is None: return
+        if self.generator is None:
+            raise ConfigError("R3FRegularizer.load_state_dict: the state holds a generator state, but this"
+                              " regularizer has no generator")
+        self.generator.set_state(state["generator"].cpu().to(torch.uint8))
+
+# %% ../nbs/10_smart.ipynb #r3f00020
+def _apply_r3f(run, cfgs: dict):
+    reg = R3FRegularizer(cfgs)
+    for t in cfgs: add_regularizer(run, t, reg)
+
+def _parse_r3f(v, rc): return task_settings(R3FConfig, v, rc, scalar="lam")
+
+TECHNIQUES.register("r3f", Technique(_parse_r3f, _apply_r3f), origin=_parse_r3f)
 
 # %% ../nbs/10_smart.ipynb #f82bd9ba
 class BregmanTeacher:
