@@ -247,7 +247,7 @@ def cmd_notebooks(args) -> int:
     """`run`: execute notebooks and store their outputs; `check`: what a reader of the stored notebooks would
     miss.
     """
-    from minbert_nb.docs import check_outputs, run_notebook
+    from minbert_nb.notebooks import check_outputs, run_notebook
     paths = _notebooks(Path(args.nbs), args.notebooks)
     if args.action == "check":
         probs = check_outputs(paths)

@@ -75,7 +75,7 @@ def stage_site(repo,  # the project root (pyproject.toml, nbs/, minbert_nb/)
     shutil.copytree(repo / "minbert_nb", dest / "minbert_nb", ignore=ignore)
     for extra in ("benchmarks",):             # what the pages link to
         if (repo / extra).is_dir(): shutil.copytree(repo / extra, dest / extra, ignore=ignore)
-    if keep and (missing := keep - {p.stem for p in (dest / "nbs").glob("*.ipynb")}):
+    if keep and (missing := keep - {p.stem for p in (dest / "nbs").rglob("*.ipynb")}):
         raise FileNotFoundError(f"no such notebooks in {repo / 'nbs'}: {sorted(missing)}")
     (dest / "_stage.json").write_text(
         json.dumps({"all_notebooks": sorted(p.stem for p in (repo / "nbs").glob("*.ipynb"))}))

@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/engineering/notebooks.html.md"""
 
 # %% ../nbs/engineering/07_notebooks.ipynb #f2b267b6
 from __future__ import annotations
-import json, os, re, subprocess, sys
+import io, json, os, re, subprocess, sys, tokenize
 
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -104,6 +104,13 @@ def _skipped(cell: dict, flags: Sequence[str]) -> bool:
 # %% ../nbs/engineering/07_notebooks.ipynb #dc000011
 _DRAWS = re.compile(r"\bplot_\w+\(|\bplt\.|_viewer\(|_panel\(|attention_explorer\(")
 
+def _draws(src: str) -> bool:
+    "Does the cell's code (not its strings or comments) call a plotting function?"
+    try: toks = list(tokenize.generate_tokens(io.StringIO(src).readline))
+    except (tokenize.TokenError, SyntaxError): return bool(_DRAWS.search(src))
+    code = " ".join(t.string for t in toks if t.type not in (tokenize.STRING, tokenize.COMMENT))
+    return bool(_DRAWS.search(code.replace(" (", "(").replace(" .", ".")))
+
 def check_outputs(paths: Iterable, max_bytes: int = 1_000_000) -> list[str]:
     """Problems a reader of the stored notebooks would see: missing figures, errors, widget blobs, progress
     bars, size.
@@ -114,7 +121,7 @@ def check_outputs(paths: Iterable, max_bytes: int = 1_000_000) -> list[str]:
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         src = lambda c: "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
         outs = [o for c in code for o in c.get("outputs", [])]
-        if any(_DRAWS.search(src(c)) for c in code) and not any(
+        if any(_draws(src(c)) for c in code) and not any(
             "image/png" in o.get("data", {}) for o in outs):
             probs.append(f"{p.name}: draws figures but stores none (run `minbert notebooks run {p.stem}`)")
         probs += [f"{p.name}: a stored error ({o.get('ename')}: {o.get('evalue')})" for o in outs

@@ -73,7 +73,8 @@ def _task_batches(tok, batch_size: int, seq_len: int, heads, device) -> dict[str
 
 # the variants `--extras` times:
 EXTRAS = {"plain": {}, "pcgrad": {"pcgrad": True}, "smart": {"smart": {"sts": 10}},
-          "lora": {"lora": {"r": 8, "alpha": 16, "targets": ["query", "value"]}}}  # run-config sections
+          "lora": {"lora": {"r": 8, "alpha": 16, "targets": ["query", "value"]}},
+          "r3f": {"r3f": {"sts": 1}}, "famo": {"famo": True}}                 # run-config sections
 
 # %% ../nbs/engineering/05_overheads.ipynb #7898fa28-1
 def technique_steps(model_name: str = "minilm",          # a preset (random weights, the offline vocabulary)

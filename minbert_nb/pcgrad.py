@@ -1,4 +1,4 @@
-"""Gradient surgery for multitask learning (Yu et al., 2020): where two tasks' gradients point against each other, remove from each the part that hurts the other.
+"""Gradient surgery for multitask learning (Yu et al., 2020): where two tasks' gradients point against each other, remove from each the part that hurts the other; and FAMO, which reweights the task losses instead, with one backward pass.
 
 Docs: https://minbert-nb.github.io/minbert-nb/pcgrad.html.md"""
 
@@ -16,13 +16,15 @@ import torch.distributed as dist
 import torch.nn as nn
 from fastcore.basics import patch
 
-from .config import ConfigError, build, check_fields
+from .config import ConfigError, build, check_fields, check_range
+from .train import Strategy
 from .run import TECHNIQUES, RunConfig, Technique
 from .colab import live
 
 # %% auto #0
 __all__ = ['gram', 'gram_rows', 'pc_coefficients', 'project_conflicting', 'plot_projection_2d', 'PCGradError', 'PCGrad',
-           'PCGradConfig', 'plot_task_cosines', 'plot_conflicts', 'conflict_viewer']
+           'PCGradConfig', 'plot_task_cosines', 'plot_conflicts', 'conflict_viewer', 'FAMOConfig', 'FAMO',
+           'plot_task_weights']
 
 # %% ../nbs/11_pcgrad.ipynb #332d5ef0
 @contextmanager
@@ -88,22 +90,17 @@ def plot_projection_2d(g1: torch.Tensor, g2: torch.Tensor, labels: tuple[str, st
               (p2, "C1", "--", labels[1] + " PC"), (g1 + g2, "0.5", "-", "sum"),
               (p1 + p2, "k", "-", "PCGrad sum")]
     for v, c, ls, lab in arrows:
-        ax.annotate("", xy=v.tolist(), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=c, ls=ls, lw=1.8)
-        )
-        # invisible line: legend + data
-        ax.plot([0, float(v[0])], [0, float(v[1])], color=c, ls=ls, lw=0, label=lab)
-    lim = 1.15 * float(torch.stack([g1, g2, p1, p2]).abs().max())
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    ax.axhline(0, c="0.85", lw=0.8)
-    ax.axvline(0, c="0.85", lw=0.8)
+        ax.annotate("", v.tolist(), (0, 0), arrowprops=dict(arrowstyle="->", color=c, ls=ls, lw=1.8))
+        ax.plot([0, float(v[0])], [0, float(v[1])], color=c, ls=ls, lw=1.8, label=lab)  # the shaft: legend
+    lim = 1.15 * float(torch.stack([v for v, *_ in arrows]).abs().max())
+    ax.set_xlim(-lim, lim); ax.set_ylim(-lim, lim); ax.set_aspect("equal")
+    ax.axhline(0, c="0.85", lw=0.8); ax.axvline(0, c="0.85", lw=0.8)
     ax.legend(fontsize=8, loc="lower left"); fig.tight_layout()
     return fig
 
 # %% ../nbs/11_pcgrad.ipynb #6d2a3734
 class PCGradError(RuntimeError):
-    "The strategy was driven in an order it cannot handle (see the message)."
+    "A strategy (PCGrad, FAMO) was driven in an order it cannot handle (see the message)."
 
 def _identity(loss: torch.Tensor) -> torch.Tensor: return loss
 
@@ -146,8 +143,8 @@ class PCGrad:
     def _grow(self, names: list[str]):
         "Give tasks not seen before a place in the row order."
         new = [t for t in dict.fromkeys(names) if t not in self.tasks]
-        self.tasks, self.G, self._rows = self.tasks + new, self.G + [None] * len(
-            new), self._rows + [None] * len(new)
+        n = len(new)
+        self.tasks, self.G, self._rows = self.tasks + new, self.G + [None] * n, self._rows + [None] * n
 
     def _new_row(self, r: int):
         "A zeroed (N,) row for task r, for this step only."
@@ -262,11 +259,14 @@ class PCGradConfig:
 
     def __post_init__(self): check_fields(self)
 
-def _parse(v, rc: RunConfig) -> PCGradConfig:
-    if isinstance(v, PCGradConfig): return v
-    if v is True: return PCGradConfig()
-    if isinstance(v, dict): return build(PCGradConfig, v)
-    raise ConfigError(f"must be true or a mapping of PCGrad's options, got {v!r}")
+def _options(cls, v, name: str):
+    "`true` → the defaults, a mapping → those options (a `ConfigError` naming the key otherwise)."
+    if isinstance(v, cls): return v
+    if v is True: return cls()
+    if isinstance(v, dict): return build(cls, v)
+    raise ConfigError(f"must be true or a mapping of {name}'s options, got {v!r}")
+
+def _parse(v, rc: RunConfig) -> PCGradConfig: return _options(PCGradConfig, v, "PCGrad")
 
 def _apply(run, cfg: PCGradConfig):
     run.strategy = PCGrad(run.model.shared_parameters(), reduction=cfg.reduction, tasks=run.rc.heads.tasks,
@@ -287,8 +287,8 @@ def plot_task_cosines(log: Sequence[Mapping[str, float]], # per-step stats (PCGr
     import matplotlib.pyplot as plt
     keys = sorted({k for e in log for k in e if k.startswith("pcgrad/cos/")})
     if not keys:
-        raise ValueError("plot_task_cosines: the log has no 'pcgrad/cos/…' entries (was the strategy PCGrad?)"
-        )
+        raise ValueError(
+            "plot_task_cosines: the log has no 'pcgrad/cos/…' entries (was the strategy PCGrad?)")
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [2.2, 1]})
     at = []
     for k in keys:
@@ -297,13 +297,9 @@ def plot_task_cosines(log: Sequence[Mapping[str, float]], # per-step stats (PCGr
         at.append((x[i], y[i]))
         rate = sum(v < 0 for v in y) / len(y)
         ax0.plot(x, y, label=f"{k.split('/', 2)[2].replace('|', ' · ')} ({rate:.0%} in conflict)")
-    ax0.axhline(0, color="k", lw=0.8)
-    ax0.axhspan(-1, 0, color="tab:red", alpha=0.06)
-    ax0.axvline(at[0][0], color="gray", ls=":")
-    ax0.set_xlabel("step")
-    ax0.set_ylabel("cos(gᵢ, gⱼ)")
-    ax0.set_title("task gradients: below 0 they conflict")
-    ax0.legend(fontsize=8)
+    ax0.axhline(0, color="k", lw=0.8); ax0.axhspan(-1, 0, color="tab:red", alpha=0.06)
+    ax0.axvline(at[0][0], color="gray", ls=":"); ax0.set_xlabel("step"); ax0.set_ylabel("cos(gᵢ, gⱼ)")
+    ax0.set_title("task gradients: below 0 they conflict"); ax0.legend(fontsize=8)
     ax1.bar(range(len(keys)), [v for _, v in at], color=["tab:red" if v < 0 else "tab:blue" for _, v in at])
     ax1.axhline(0, color="k", lw=0.8)
     ax1.set_xticks(
@@ -323,11 +319,8 @@ def plot_conflicts(log: Sequence[Mapping[str, float]], # per-step stats
     run = [sum(y[max(0, i - window + 1):i + 1]) / len(y[max(0, i - window + 1):i + 1]) for i in range(len(y))]
     fig, ax = plt.subplots(figsize=(6, 2.8))
     ax.plot(x, y, "o", ms=3, alpha=0.5, label="per step"); ax.plot(x, run, "-", label=f"mean of {window}")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("step")
-    ax.set_ylabel("share of pairs with gᵢ·gⱼ < 0")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set_ylim(-0.05, 1.05); ax.set_xlabel("step"); ax.set_ylabel("share of pairs with gᵢ·gⱼ < 0")
+    ax.legend(fontsize=8); fig.tight_layout()
     return fig
 
 def conflict_viewer(log: Sequence[Mapping[str, float]]):
@@ -341,3 +334,119 @@ def conflict_viewer(log: Sequence[Mapping[str, float]]):
         s.observe(draw, "value"); draw()
         return w.VBox([s, out])
     return live(widget, lambda: plot_task_cosines(log))
+
+# %% ../nbs/11_pcgrad.ipynb #famo0003
+@dataclass(frozen=True)
+class FAMOConfig:
+    "FAMO's options in a run."
+    lr: float = 0.025               # β, the logits' step size (the authors' code: --method-params-lr 0.025)
+    weight_decay: float = 1e-3      # γ (the authors' run scripts: 1e-3; 1e-2 on Cityscapes)
+    eps: float = 1e-8               # ε in log(ℓ + ε) (the authors' code)
+    optimizer: Literal["adam", "sgd"] = "adam"    # Adam on ξ (the authors' code) or the paper's plain step
+
+    def __post_init__(self):
+        check_fields(self)
+        for k in ("lr", "eps"): check_range(self, k, getattr(self, k) > 0, "> 0")
+        check_range(self, "weight_decay", self.weight_decay >= 0, ">= 0")
+
+class FAMO(Strategy):
+    "Training strategy: one backward pass of Σ_i α_i ℓ_i, α_i ∝ z_i/ℓ_i, z = softmax(ξ) learnt as it goes."
+    def __init__(self, tasks: Sequence[str], # the run's tasks, one logit each
+                 cfg: FAMOConfig = FAMOConfig(),
+                 track: bool = False): # keep every step's weights in `.history` (a host sync per step)
+        if not tasks: raise ConfigError("FAMO: no tasks")
+        self.tasks, self.cfg, self.track = list(tasks), cfg, track
+        self._put(torch.zeros(4, len(self.tasks)))                         # ξ = 0: equal weights
+        self.t, self.steps, self.history, self._loss = 0, 0, [], {}     # _loss: row → ℓ_i of this step
+
+    def _put(self, state: torch.Tensor):
+        "state (4, T): ξ, Adam's moments m and v of ξ, the last step's log(ℓ + ε); the attributes: its rows."
+        self.state = state
+        self.xi, self.m, self.v, self.prev = state.unbind(0)                 # 4 × (T,) views
+
+# %% ../nbs/11_pcgrad.ipynb #famo0004
+@patch
+def backward(self: FAMO, losses: Mapping[str, torch.Tensor], # task → loss ℓ_i of this micro-batch
+             scale: Callable[[torch.Tensor], torch.Tensor] = _identity): # GradScaler.scale under fp16 AMP
+    "One backward pass of Σ α_i ℓ_i: the gradient of Σ z_i log(ℓ_i + ε) / c."
+    if not losses: raise PCGradError("FAMO.backward: no losses")
+    if unknown := [t for t in losses if t not in self.tasks]:
+        raise PCGradError(f"FAMO.backward: task(s) {unknown} are not among its tasks {self.tasks}")
+    idx, l = [self.tasks.index(t) for t in losses], torch.stack([x.float() for x in losses.values()])  # (T',)
+    if self.state.device != l.device: self._put(self.state.to(l.device))
+    for j, x in zip(idx, l.detach()): self._loss[j] = self._loss.get(j, 0.0) + x   # ℓ_i of the step, summed
+    z = torch.softmax(self.xi, 0)
+    inv = torch.stack([z[j] for j in idx]) / (l.detach() + self.cfg.eps)       # z_i / (ℓ_i + ε)
+    alpha = inv / inv.sum()                                                    # α_i = z_i / (c (ℓ_i + ε))
+    scale((alpha * l).sum()).backward()
+
+# %% ../nbs/11_pcgrad.ipynb #famo0006
+@patch
+def before_step(self: FAMO) -> dict[str, torch.Tensor]:
+    "ξ ← ξ − β(∇_ξ zᵀδ + γξ) with δ the fall of log(ℓ + ε) since the last step; returns this step's z."
+    if not self._loss: raise PCGradError("FAMO.before_step: no backward() since the last step")
+    if missing := [t for j, t in enumerate(self.tasks) if j not in self._loss]:
+        raise PCGradError(f"FAMO.before_step: no loss of task(s) {missing} in this step; FAMO needs every"
+                          " task in every step (train.sampler round_robin)")
+    loss, self._loss = torch.stack([self._loss[j] for j in range(len(self.tasks))]), {}        # (T,)
+    if dist.is_available() and dist.is_initialized():      # the global batch's losses: the same ξ everywhere
+        dist.all_reduce(loss); loss /= dist.get_world_size()
+    z, logl = torch.softmax(self.xi, 0), torch.log(loss + self.cfg.eps)            # (T,) each
+    stats = {f"famo/w/{t}": z[i] for i, t in enumerate(self.tasks)}
+    if self.steps > 0:                                       # the first step has no δ yet
+        delta = self.prev - logl                             # δ_i = log ℓ_i(t−1) − log ℓ_i(t)
+        self._step_logits(z * (delta - z @ delta) + self.cfg.weight_decay * self.xi)   # ∇_ξ zᵀδ + γξ
+    self.prev.copy_(logl); self.steps += 1
+    if self.track: self.history.append({"step": self.steps, **{k: float(v) for k, v in stats.items()}})
+    return stats
+
+@patch
+def _step_logits(self: FAMO, g: torch.Tensor):
+    "ξ ← ξ − βg (the paper), or torch.optim.Adam's step on g (the authors' code; betas 0.9, 0.999)."
+    if self.cfg.optimizer == "sgd": self.xi.sub_(self.cfg.lr * g); return
+    self.t += 1
+    self.m.lerp_(g, 0.1); self.v.mul_(0.999).addcmul_(g, g, value=0.001)           # the two moments
+    denom = self.v.sqrt() / math.sqrt(1 - 0.999 ** self.t) + 1e-8
+    self.xi.addcdiv_(self.m, denom, value=-self.cfg.lr / (1 - 0.9 ** self.t))
+
+# %% ../nbs/11_pcgrad.ipynb #famo0008
+@patch
+def state_dict(self: FAMO) -> dict:
+    "ξ, Adam's moments and the last log-losses (a (4, T) tensor); the tasks and counts."
+    return {"tasks": list(self.tasks), "state": self.state.clone(), "t": self.t, "steps": self.steps}
+
+@patch
+def load_state_dict(self: FAMO, state: dict):
+    "Restore what `state_dict` returned."
+    if list(state["tasks"]) != self.tasks:
+        raise PCGradError(f"FAMO.load_state_dict: the state is for tasks {state['tasks']}, not {self.tasks}")
+    self._put(state["state"].to(self.state).clone())
+    self.t, self.steps = int(state["t"]), int(state["steps"])
+
+# %% ../nbs/11_pcgrad.ipynb #famo0014
+def plot_task_weights(log: Sequence[Mapping[str, float]], # per-step stats (FAMO.history, or a run's log)
+                      title: str = ""):
+    "FAMO's task weights zᵢ over training, equal weights dotted; returns the figure."
+    import matplotlib.pyplot as plt
+    keys = sorted({k for e in log for k in e if k.startswith("famo/w/")})
+    if not keys:
+        raise ValueError("plot_task_weights: the log has no 'famo/w/…' entries (was the strategy FAMO?)")
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    for k in keys:
+        x, y = _steps_and(log, k)
+        ax.plot(x, [float(v) for v in y], label=k.split("/", 2)[2])
+    ax.axhline(1 / len(keys), color="k", ls=":", lw=0.8, label="equal")
+    ax.set_xlabel("step"); ax.set_ylabel("weight zᵢ = softmax(ξ)ᵢ"); ax.set_title(title)
+    ax.legend(fontsize=8); fig.tight_layout()
+    return fig
+
+# %% ../nbs/11_pcgrad.ipynb #famo0017
+def _parse_famo(v, rc: RunConfig) -> FAMOConfig:
+    if rc.train.sampler != "round_robin":
+        raise ConfigError("must run with train.sampler round_robin (FAMO compares each task's loss from one"
+                          f" step to the next), got {rc.train.sampler!r}")
+    return _options(FAMOConfig, v, "FAMO")
+
+def _apply_famo(run, cfg: FAMOConfig): run.strategy = FAMO(run.rc.heads.tasks, cfg)
+
+TECHNIQUES.register("famo", Technique(_parse_famo, _apply_famo, order=2), origin=_parse_famo)

@@ -467,7 +467,7 @@ def fit(self: Trainer, resume: bool = True, allow_changes: bool = False) -> Trai
 @patch
 def _on_signal(self: Trainer, signum, frame): self._stop_signal = signum
 
-# %% ../nbs/07_train.ipynb #649c2dab
+# %% ../nbs/07_train.ipynb #tr000012-9
 class _nothing:
     def __enter__(self): return self
     def __exit__(self, *exc): pass

@@ -83,3 +83,16 @@ def test_each_notebook_opens_with_its_module_title_and_summary():
         assert "".join(cells[0]["source"]).startswith("#| default_exp "), nb.name
         title = "".join(cells[1]["source"])
         assert title.startswith("# ") and "\n> " in title, f"{nb.name}: no title and one-line summary"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: p.stem)
+def test_every_import_of_the_kit_resolves(path):
+    "Imports inside functions run only when called: check that every name they ask for exists."
+    import importlib
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("minbert_nb")):
+            name = f"minbert_nb.{node.module}" if node.level else node.module
+            mod = importlib.import_module(name)
+            missing += [f"{name}.{a.name} (line {node.lineno})" for a in node.names if not hasattr(mod, a.name)]
+    assert not missing, missing

@@ -1,11 +1,15 @@
-"PCGrad: the projection (against a float64 reference), its random order, and the training strategy on a tiny BERT."
-import math
+"""PCGrad: the projection (against a float64 reference), its random order, and the training strategy on a tiny BERT.
+FAMO: a two-task example computed by hand, the simplex, the authors' Adam step, its gradient, a trainer run and resume."""
+import json, math, signal, warnings
+from dataclasses import replace
 import pytest
 import torch
 from minbert_nb.config import preset, seed_everything, ConfigError
 from minbert_nb.bert import BertModel
 from minbert_nb.heads import HeadsConfig, MultitaskBert
-from minbert_nb.pcgrad import PCGrad, PCGradError, project_conflicting, pc_coefficients, gram
+from minbert_nb.pcgrad import (PCGrad, PCGradError, project_conflicting, pc_coefficients, gram, FAMO, FAMOConfig,
+                               plot_task_weights)
+from minbert_nb.run import RunConfig
 from helpers import random_batch, multitask_batch
 
 
@@ -321,3 +325,210 @@ def test_task_without_shared_gradient():
     assert math.isnan(st["pcgrad/cos/sst|sts"]) and st["pcgrad/nonfinite"] == 0
     assert torch.isfinite(flat_grads(model.shared_parameters())).all()
     assert model.heads["sts"].proj.weight.grad is not None
+
+
+# ---- FAMO --------------------------------------------------------------------------------------------------------
+
+def famo_steps(famo, losses_per_step, param=None):
+    "Drive `famo` as the trainer does over made-up losses; returns the weights z each step used."
+    p = param if param is not None else torch.nn.Parameter(torch.ones(()))
+    out = []
+    for ls in losses_per_step:
+        famo.backward({t: l * p for t, l in ls.items()})
+        out.append(torch.stack(list(famo.before_step().values())))
+        p.grad = None
+    return out
+
+
+def test_famo_two_tasks_by_hand():
+    "ℓ = (1, 4), then (1/2, 3); the paper's plain step, β = 1, γ = 0 (the numbers of the notebook's derivation)."
+    theta = torch.nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    famo = FAMO(["a", "b"], FAMOConfig(lr=1.0, weight_decay=0.0, optimizer="sgd"))
+    grads = []
+    for th in ([1.0, 2.0], [0.5 ** 0.5, 3 ** 0.5]):
+        with torch.no_grad(): theta.copy_(torch.tensor(th, dtype=torch.float64))
+        theta.grad = None
+        famo.backward({"a": theta[0] ** 2, "b": theta[1] ** 2})
+        assert [float(v) for v in famo.before_step().values()] == [0.5, 0.5]
+        grads.append(theta.grad.clone())
+    torch.testing.assert_close(grads[0], torch.tensor([0.8 * 2, 0.2 * 4], dtype=torch.float64))       # α = (4/5, 1/5)
+    torch.testing.assert_close(grads[1], torch.tensor([6 / 7 * 2 * 0.5 ** 0.5, 1 / 7 * 2 * 3 ** 0.5], dtype=torch.float64))
+    q = math.log(1.5) / 4                                      # ∇_ξ zᵀδ = ½(δ − zᵀδ), δ = (log 2, log 4/3)
+    torch.testing.assert_close(famo.xi, torch.tensor([-q, q]))
+    z = torch.softmax(famo.xi, 0)
+    torch.testing.assert_close(z, torch.tensor([2 ** 0.5, 3 ** 0.5]) / (2 ** 0.5 + 3 ** 0.5))
+    assert famo.steps == 2 and famo.t == 0                     # the plain step keeps no Adam state
+
+
+@pytest.mark.parametrize("cfg", [FAMOConfig(), FAMOConfig(lr=5.0, weight_decay=0.0, optimizer="sgd")])
+def test_famo_weights_stay_on_the_simplex(cfg):
+    g = torch.Generator().manual_seed(0)
+    famo = FAMO(["a", "b", "c", "d"], cfg)
+    steps = [{t: torch.exp(3 * torch.randn((), generator=g)) for t in "abcd"} for _ in range(150)]
+    W = torch.stack(famo_steps(famo, steps))                       # (steps, T)
+    torch.testing.assert_close(W.sum(1), torch.ones(150))
+    assert (W > 0).all() and torch.isfinite(famo.state).all()
+    assert (W[1:] != W[:-1]).any()                                 # they moved
+
+
+def test_famo_adam_step_is_the_authors_code():
+    "Our closed-form Adam on ξ against torch.optim.Adam(lr=β, weight_decay=γ) on the gradient of softmax(ξ)ᵀδ."
+    g = torch.Generator().manual_seed(1)
+    cfg = FAMOConfig(lr=0.05, weight_decay=0.01)
+    famo = FAMO(["a", "b", "c"], cfg)
+    xi = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.Adam([xi], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    prev = None
+    for step in range(30):
+        ls = torch.exp(-torch.tensor([0.03, 0.01, 0.02]) * step + 0.1 * torch.randn(3, generator=g))
+        famo_steps(famo, [dict(zip("abc", ls))])
+        cur = torch.log(ls + cfg.eps)
+        if prev is not None:                                       # the authors' FAMO.update, with our ℓ(t+1)
+            d = torch.autograd.grad(torch.softmax(xi, -1), xi, grad_outputs=prev - cur)[0]
+            opt.zero_grad(); xi.grad = d; opt.step()
+        prev = cur
+        torch.testing.assert_close(famo.xi, xi.detach(), rtol=1e-5, atol=1e-6)
+    assert famo.t == 29 and float(xi.detach().abs().max()) > 0.1
+
+
+def test_famo_gradient_is_the_normalised_log_loss_gradient():
+    "One backward of Σ α_i ℓ_i = the gradient of the authors' Σ z_i log(ℓ_i + ε) / c; loss weights drop out."
+    model, bs = tiny(), batches(20)
+    shared = model.shared_parameters()
+    famo = FAMO(["sst", "para", "sts"])
+    famo.xi.copy_(torch.tensor([0.3, -0.2, 0.1]))                  # weights away from equal
+    model.zero_grad(set_to_none=True)
+    famo.backward(losses_of(model, bs))
+    got = flat_grads(shared)
+    model.zero_grad(set_to_none=True)
+    L = losses_of(model, bs)
+    D = torch.stack([L[t] for t in famo.tasks]) + famo.cfg.eps
+    z = torch.softmax(famo.xi, 0)
+    c = (z / D).sum().detach()
+    (z * D.log() / c).sum().backward()                             # the authors' get_weighted_loss
+    torch.testing.assert_close(got, flat_grads(shared), rtol=1e-5, atol=1e-8)
+    model.zero_grad(set_to_none=True)
+    FAMO(famo.tasks).backward({t: (4.0 if t == "sst" else 1.0) * l for t, l in losses_of(model, bs).items()})
+    scaled = flat_grads(shared)
+    model.zero_grad(set_to_none=True)
+    FAMO(famo.tasks).backward(losses_of(model, bs))
+    plain = flat_grads(shared)
+    cos = float(scaled @ plain / (scaled.norm() * plain.norm()))
+    assert cos == pytest.approx(1.0, abs=1e-5) and not torch.allclose(scaled, plain)   # same direction, other length
+
+
+def test_famo_accumulation_and_amp_scale():
+    model, bs = tiny(), batches(21)
+    shared = model.shared_parameters()
+    def run(pieces, scale=lambda l: l):
+        famo = FAMO(["sst", "para", "sts"], FAMOConfig(optimizer="sgd"))
+        for step in range(2):
+            model.zero_grad(set_to_none=True)
+            for k in range(pieces):
+                famo.backward({t: l / pieces for t, l in losses_of(model, bs).items()}, scale)
+            famo.before_step()
+        return flat_grads(shared), famo.xi.clone()
+    whole, xi1 = run(1)
+    halves, xi2 = run(2)
+    torch.testing.assert_close(halves, whole, rtol=1e-5, atol=1e-8)   # pieces of equal losses: the same step
+    torch.testing.assert_close(xi2, xi1)
+    S = 2.0 ** 16
+    scaled, xi3 = run(1, lambda l: l * S)
+    assert torch.equal(scaled / S, whole) and torch.equal(xi3, xi1)   # the loss scale changes neither
+
+
+def test_famo_errors_and_config():
+    famo = FAMO(["sst", "sts"])
+    with pytest.raises(PCGradError, match="no backward"): famo.before_step()
+    with pytest.raises(PCGradError, match=r"task\(s\) \['nli'\] are not among"): famo.backward({"nli": torch.ones(())})
+    famo.backward({"sst": torch.ones((), requires_grad=True)})
+    with pytest.raises(PCGradError, match=r"no loss of task\(s\) \['sts'\] in this step"): famo.before_step()
+    with pytest.raises(PCGradError, match="the state is for tasks"): FAMO(["a"]).load_state_dict(FAMO(["b"]).state_dict())
+    with pytest.raises(ConfigError, match="FAMO: no tasks"): FAMO([])
+    assert RunConfig(famo=True).famo == FAMOConfig()
+    assert RunConfig(famo={"lr": "1e-2", "optimizer": "sgd"}).famo == FAMOConfig(lr=0.01, optimizer="sgd")
+    for bad, msg in [({"lr": 0}, "famo.lr must be > 0, got 0"), ({"eps": -1}, "famo.eps must be > 0"),
+                     ({"weight_decay": -0.1}, "famo.weight_decay must be >= 0"), ({"gamma": 1}, "famo.gamma: unknown key"),
+                     ({"optimizer": "rmsprop"}, "famo.optimizer must be one of 'adam', 'sgd'"),
+                     ("on", "famo must be true or a mapping of FAMO's options, got 'on'")]:
+        with pytest.raises(ConfigError, match=msg): RunConfig(famo=bad)
+    with pytest.raises(ConfigError, match="pcgrad and famo are two strategies"): RunConfig(famo=True, pcgrad=True)
+    with pytest.raises(ConfigError, match="famo must run with train.sampler round_robin"):
+        RunConfig(famo=True, train={"sampler": "annealed"})
+
+
+def test_famo_cli_flag():
+    from minbert_nb.cli import build_parser, _run_config
+    rc = _run_config(build_parser().parse_args(["train", "--famo", "--r3f", "sts=1", "--max-steps", "2"]))
+    assert rc.famo == FAMOConfig() and rc.r3f["sts"].lam == 1.0 and rc.pcgrad is None
+
+
+def test_famo_state_round_trip():
+    from minbert_nb.checkpoint import join_tensors, split_tensors
+    g = torch.Generator().manual_seed(3)
+    steps = [{t: torch.rand((), generator=g) + 0.1 for t in ("x", "y")} for _ in range(8)]
+    a = FAMO(["x", "y"]); famo_steps(a, steps[:5])
+    meta, tensors = split_tensors(a.state_dict())                     # what the checkpoint writes
+    b = FAMO(["x", "y"]); b.load_state_dict(join_tensors(json.loads(json.dumps(meta)), tensors))
+    wa, wb = famo_steps(a, steps[5:]), famo_steps(b, steps[5:])
+    assert all(torch.equal(x, y) for x, y in zip(wa, wb)) and torch.equal(a.state, b.state)
+    assert (a.t, a.steps) == (b.t, b.steps) == (7, 8)
+
+
+def test_plot_task_weights_draws_the_log():
+    famo = FAMO(["a", "b"], track=True)
+    famo_steps(famo, [{"a": torch.tensor(1.0 / (s + 1)), "b": torch.tensor(1.0)} for s in range(10)])
+    fig = plot_task_weights(famo.history)
+    lines = {l.get_label(): l for l in fig.axes[0].lines}
+    assert list(lines["a"].get_xdata()) == list(range(1, 11))
+    assert list(lines["b"].get_ydata()) == [e["famo/w/b"] for e in famo.history]
+    assert lines["b"].get_ydata()[-1] > 0.5 > lines["a"].get_ydata()[-1]        # a's loss falls fast: b gains weight
+    with pytest.raises(ValueError, match="no 'famo/w/"): plot_task_weights([{"step": 1}])
+
+
+@pytest.fixture(scope="module")
+def sample_sets():
+    from minbert_nb.bert import load_tokenizer
+    from minbert_nb.data import load_split
+    from minbert_nb.batches import TaskDataset
+    tok, hc = load_tokenizer(), HeadsConfig(dropout=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                              # the bundled sample says it is one
+        return {t: TaskDataset(load_split(t, "train", "sample"), tok, t, hc.pair_mode(t), max_len=32) for t in hc.tasks}
+
+
+def famo_trainer(sets, out, stop_at=None, seed=0, accum=1):
+    "A tiny trainer (dropout on) with FAMO set up as `RunConfig(famo=True)` sets it up; Ctrl-C during `stop_at`."
+    from minbert_nb.run import Run, technique
+    from minbert_nb.train import TINY_TRAIN, Trainer
+    rc = RunConfig(famo=True)
+    seed_everything(seed)
+    run = Run(rc, MultitaskBert(BertModel(preset("tiny")), HeadsConfig()), None)
+    technique("famo").apply(run, rc.famo)
+    holder = {}
+    def stop(model, task, batch, out, step):
+        if step == stop_at - 1: holder["t"]._on_signal(signal.SIGINT, None)
+        return torch.zeros(())
+    cfg = replace(TINY_TRAIN, log_every=1, accum_steps=accum)
+    holder["t"] = Trainer(run.model, cfg, sets, out, strategy=run.strategy,
+                          regularizers={"sst": stop} if stop_at else None, progress=False)
+    return holder["t"]
+
+
+def test_famo_in_a_trainer_run_resumes_exactly(sample_sets, tmp_path):
+    from minbert_nb.evaluate import loss_trace
+    from minbert_nb.checkpoint import read_json
+    full = famo_trainer(sample_sets, tmp_path / "full").fit()
+    w = [[r[f"famo/w/{t}"] for t in ("sst", "para", "sts")] for r in full.history if "famo/w/sst" in r]
+    assert len(w) == 6 and all(abs(sum(x) - 1) < 1e-6 for x in w) and w[-1] != w[1]
+    assert w[0] == w[1] == pytest.approx([1 / 3] * 3)          # steps 1 and 2: no δ before the end of step 2
+    part = famo_trainer(sample_sets, tmp_path / "part", stop_at=3).fit()
+    assert part.interrupted and part.step == 3
+    saved = read_json(tmp_path / "part" / "last" / "trainer.json")["techniques"]["strategy"]
+    assert saved["state"] == {"tensor": "tech.strategy.state"} and saved["steps"] == 3
+    seed_everything(123)
+    resumed = famo_trainer(sample_sets, tmp_path / "part", seed=99).fit()
+    assert loss_trace(resumed.history) == loss_trace(full.history)
+    assert [r.get("famo/w/sts") for r in resumed.history] == [r.get("famo/w/sts") for r in full.history]
+    acc = famo_trainer(sample_sets, tmp_path / "acc", accum=2).fit()                 # micro-steps too
+    assert acc.step == 6 and all(math.isfinite(r["famo/w/sts"]) for r in acc.history if "famo/w/sts" in r)

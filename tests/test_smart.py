@@ -1,4 +1,6 @@
-"SMART: the divergences, the ascent (exact on a linear model), ε → 0, gradients for every head kind, errors, the CLI spec."
+"""SMART: the divergences, the ascent (exact on a linear model), ε → 0, gradients for every head kind, errors, the CLI
+spec. R3F: its noise, its term → 0 with the noise, gradients, config errors, a trainer run and its exact resume."""
+import json, signal
 from dataclasses import replace
 import pytest
 import torch
@@ -9,7 +11,7 @@ from minbert_nb.cli import task_values
 from minbert_nb.heads import HeadsConfig, MultitaskBert
 from minbert_nb.run import RunConfig
 from minbert_nb.smart import (SmartConfig, SmartError, SmartRegularizer, BregmanTeacher, dropout_off,
-                              smart_divergence, smart_term)
+                              smart_divergence, smart_term, R3FConfig, R3FRegularizer, r3f_noise, r3f_term)
 from helpers import random_batch, multitask_batch
 
 TASKS = ("sst", "para", "sts")          # multiclass, binary (cross-encoder pair), regression (siamese pair, cosine)
@@ -227,3 +229,178 @@ def test_full_precision_turns_autocast_off():
     finally: h.remove()
     assert dtypes[0] == torch.bfloat16 and set(dtypes[1:n]) == {torch.bfloat16} and set(dtypes[n:]) == {torch.float32}
     assert r_half.dtype == r_full.dtype == torch.float32 and torch.isfinite(r_half) and r_full.item() > 0
+
+
+# ---- R3F ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("noise", ["uniform", "normal"])
+def test_r3f_term_vanishes_with_the_noise_when_dropout_is_off(task, noise):
+    model, b = tiny(), batch(task)
+    def at(s):
+        reg = R3FRegularizer({task: R3FConfig(eps=s, noise=noise)}, torch.Generator().manual_seed(0))
+        return reg(model, task, b, None, 0).item()
+    with dropout_off(model): vals = [at(s) for s in (1e-2, 1e-3, 1e-4, 1e-5)]
+    assert vals[0] > vals[1] > vals[2] > vals[3] > 0
+    assert 0.8e4 < vals[1] / vals[3] < 1.25e4         # ∝ σ²: the same draw ẑ, scaled (z = σẑ), at 1/100 the scale
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_r3f_with_dropout_on_keeps_the_two_mask_divergence(task):
+    model, b = tiny(), batch(task)
+    on = R3FRegularizer({task: R3FConfig(eps=1e-9)}, torch.Generator().manual_seed(0))(model, task, b, None, 0)
+    assert on.item() > 1e-6                                                     # R-Drop's part does not vanish
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_r3f_gradient_flows_through_both_passes(task):
+    model, b = tiny(), batch(task)
+    reg = R3FRegularizer({task: R3FConfig(lam=2.0, eps=1e-3)}, torch.Generator().manual_seed(0))
+    model.zero_grad(set_to_none=True)
+    out = model.task_forward(task, b)
+    out.retain_grad()
+    r = reg(model, task, b, out, 4)
+    assert r.dim() == 0 and r.dtype == torch.float32 and r.item() > 0
+    torch.testing.assert_close(r, 2.0 * reg.last[task])
+    r.backward()
+    assert out.grad is not None and out.grad.abs().sum() > 0                 # through f(x), the training output
+    used = [p for n, p in model.named_parameters() if n.startswith(("bert.encoder", f"heads.{task}."))]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in used)
+    assert model.training and all(m.training for m in model.modules())
+    # with f(x) held constant, only the noisy pass is left: its input x + z is detached, so the embedding
+    # table gets nothing from it
+    model.zero_grad(set_to_none=True)
+    reg(model, task, b, model.task_forward(task, b).detach(), 4).backward()
+    assert model.bert.embeddings.word_embeddings.weight.grad is None
+    assert float(torch.cat([p.grad.flatten() for p in model.bert.encoder.parameters()]).norm()) > 0
+
+
+def test_r3f_noise_distributions_and_known_answer():
+    e = torch.zeros(64, 32, 16)
+    u = r3f_noise(e, R3FConfig(eps=0.5), torch.Generator().manual_seed(0))
+    n = r3f_noise(e, R3FConfig(eps=0.5, noise="normal"), torch.Generator().manual_seed(0))
+    assert u.shape == n.shape == e.shape and u.abs().max() <= 0.5 and u.abs().max() > 0.499
+    assert abs(u.std().item() - 0.5 / 3 ** 0.5) < 0.005 and abs(n.std().item() - 0.5) < 0.005
+    again = r3f_noise(e, R3FConfig(eps=0.5), torch.Generator().manual_seed(0))
+    assert torch.equal(u, again)
+    w = torch.randn(1, 4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    f = lambda es: (es[0] * w).sum((1, 2))
+    x = torch.randn(20_000, 4, 6, dtype=torch.float64)
+    for noise, var in (("uniform", 1 / 3), ("normal", 1.0)):
+        c = R3FConfig(eps=1e-4, noise=noise)
+        t = r3f_term(f, [x], f([x]), "regression", c, torch.Generator().manual_seed(2))
+        assert float(t) == pytest.approx(c.eps ** 2 * var * float(w.pow(2).sum()), rel=0.03)   # E(w·z)²
+
+
+def test_r3f_nonfinite_raises_and_zero_weight():
+    model, b = tiny(), batch("sst")
+    emb = model.task_embeds("sst", b)
+    big = lambda es: model.task_forward("sst", b, inputs_embeds=es) * float("inf")
+    with pytest.raises(SmartError, match="R3F on task 'sst' at training step 5: non-finite R3F term"):
+        r3f_term(big, emb, model.task_forward("sst", b), "multiclass", R3FConfig(), task="sst", step=5)
+    z = R3FRegularizer({"sst": 0.0})(model, "sst", b, None, 0)
+    assert z.item() == 0.0 and not z.requires_grad
+    with pytest.raises(KeyError, match="R3F is not configured for task 'nli'"):
+        R3FRegularizer({"sst": 1.0})(model, "nli", b, None, 0)
+
+
+def r3f_flag(spec: str) -> dict:
+    "What `minbert train --r3f SPEC` gives the run: the flag parsed by the CLI, then checked by `RunConfig`."
+    return RunConfig(r3f=task_values(spec, "--r3f")).r3f
+
+
+def test_r3f_config_and_cli_spec():
+    assert r3f_flag("sts=1,sst=0.5") == {"sts": R3FConfig(lam=1.0), "sst": R3FConfig(lam=0.5)}
+    for spec, msg in [("qqp=1", "r3f.qqp: not a task of this run"), ("sts=-1", "r3f.sts.lam must be >= 0, got -1"),
+                      ("sts=x", "must be a number, got 'x'")]:
+        with pytest.raises(ConfigError, match=msg): r3f_flag(spec)
+    assert RunConfig(r3f={"sts": {"eps": "1e-3", "noise": "normal"}}).r3f["sts"] == R3FConfig(eps=1e-3, noise="normal")
+    for bad, msg in [({"eps": 0}, "r3f.sts.eps must be > 0, got 0"), ({"noise": "gauss"}, "r3f.sts.noise must be one of"),
+                     ({"mu": 1}, "r3f.sts.mu: unknown key"), ({"lam": "big"}, "r3f.sts.lam must be a number")]:
+        with pytest.raises(ConfigError, match=msg): RunConfig(r3f={"sts": bad})
+    with pytest.raises(ConfigError, match="r3f must be a mapping of tasks"): RunConfig(r3f=2)
+
+
+def test_r3f_and_smart_on_one_task_keep_both_states():
+    from minbert_nb.smart import add_regularizer
+    from minbert_nb.checkpoint import join_tensors, split_tensors
+    class _Run: regularizers = {}
+    run, model, b = _Run(), tiny(dropout=0.0), batch("sts")
+    add_regularizer(run, "sts", SmartRegularizer({"sts": 1.0}, torch.Generator().manual_seed(0)))
+    add_regularizer(run, "sts", R3FRegularizer({"sts": R3FConfig(eps=1e-3)}, torch.Generator().manual_seed(0)))
+    both = run.regularizers["sts"]
+    meta, tensors = split_tensors(both.state_dict())                     # what the checkpoint holds
+    restore = lambda: both.load_state_dict(join_tensors(json.loads(json.dumps(meta)), tensors))
+    first = both(model, "sts", b, None, 0)
+    restore()
+    assert torch.equal(both(model, "sts", b, None, 0), first)             # both generators came back
+    restore()
+    smart, r3f = both.a(model, "sts", b, None, 0), both.b(model, "sts", b, None, 0)
+    assert smart > 0 and r3f > 0 and torch.equal(smart + r3f, first)      # the two terms, summed
+
+
+# ---- R3F in the trainer ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sample_sets():
+    import warnings
+    from minbert_nb.bert import load_tokenizer
+    from minbert_nb.data import load_split
+    from minbert_nb.batches import TaskDataset
+    tok, hc = load_tokenizer(), HeadsConfig()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                                  # the bundled sample says it is one
+        return {t: TaskDataset(load_split(t, "train", "sample"), tok, t, hc.pair_mode(t), max_len=32) for t in hc.tasks}
+
+
+def _trainer(sets, out, regs: dict, stop_at=None, dropout=0.1):
+    "A tiny run with regularizers `regs` (task → regularizer); Ctrl-C during step `stop_at`."
+    from minbert_nb.train import TINY_TRAIN, Trainer
+    seed_everything(0)
+    bert = BertModel(preset("tiny", hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout))
+    model, holder = MultitaskBert(bert, HeadsConfig(dropout=dropout)), {}
+    if stop_at is not None:
+        def stop(model, task, batch, out, step):
+            if step == stop_at - 1: holder["t"]._on_signal(signal.SIGINT, None)
+            return torch.zeros(())
+        regs = {**regs, "sst": stop}
+    holder["t"] = Trainer(model, replace(TINY_TRAIN, log_every=1), sets, out, regularizers=regs, progress=False)
+    return holder["t"]
+
+
+def r3f_as_a_run_applies_it(spec: dict) -> dict:
+    "The regularizers `RunConfig(r3f=spec)` gives a run."
+    from minbert_nb.run import Run, technique
+    rc = RunConfig(r3f=spec)
+    run = Run(rc, tiny(), None)
+    technique("r3f").apply(run, rc.r3f)
+    return run.regularizers
+
+
+def test_r3f_in_a_trainer_run_resumes_exactly(sample_sets, tmp_path):
+    "R3F from a run config draws from torch's global generator, which the checkpoint holds."
+    from minbert_nb.evaluate import loss_trace
+    full_t = _trainer(sample_sets, tmp_path / "full", r3f_as_a_run_applies_it({"sts": 1}))
+    full = full_t.fit()
+    reg = full_t.regularizers["sts"]
+    assert isinstance(reg, R3FRegularizer) and reg.last["sts"].item() > 0 and full.step == 6
+    plain = _trainer(sample_sets, tmp_path / "plain", r3f_as_a_run_applies_it({"sts": 0})).fit()
+    assert loss_trace(plain.history) != loss_trace(full.history)                 # the term changes training
+    part = _trainer(sample_sets, tmp_path / "part", r3f_as_a_run_applies_it({"sts": 1}), stop_at=3).fit()
+    assert part.interrupted and part.step == 3
+    seed_everything(123)                                                         # a new process
+    resumed = _trainer(sample_sets, tmp_path / "part", r3f_as_a_run_applies_it({"sts": 1})).fit()
+    assert loss_trace(resumed.history) == loss_trace(full.history)
+
+
+def test_r3f_own_generator_resumes_from_the_checkpoint(sample_sets, tmp_path):
+    "An R3F regularizer with its own generator: the trainer saves its state (a tensor) and restores it."
+    from minbert_nb.evaluate import loss_trace
+    regs = lambda seed: {"sts": R3FRegularizer({"sts": R3FConfig(eps=1e-2)}, torch.Generator().manual_seed(seed))}
+    full = _trainer(sample_sets, tmp_path / "full", regs(0), dropout=0.0).fit()
+    assert _trainer(sample_sets, tmp_path / "part", regs(0), stop_at=3, dropout=0.0).fit().interrupted
+    other = _trainer(sample_sets, tmp_path / "other", regs(99), dropout=0.0).fit()
+    assert loss_trace(other.history) != loss_trace(full.history)                 # the noise matters
+    resumed = _trainer(sample_sets, tmp_path / "part", regs(99), dropout=0.0).fit()   # restored from last/
+    assert loss_trace(resumed.history) == loss_trace(full.history)
