@@ -211,7 +211,8 @@ def cmd_experiments(args) -> int:
 
 def _add_experiments_flags(x):
     x.add_argument("--profile", default="quick",
-                   help="quick (CPU, offline MiniLM), full (bert-base, GPU), or a profile YAML path")
+                   help="quick (CPU, offline MiniLM), full (bert-base, GPU), the regimes low-data and"
+                        " conflict (CPU, 3 seeds), or a profile YAML path")
     _add_source_flags(
         x, "start every row from this model instead of the profile's (Hub id, folder or 'minilm')")
     x.add_argument("--out", help="results folder (default runs/experiments-PROFILE)")

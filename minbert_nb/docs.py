@@ -78,7 +78,7 @@ def stage_site(repo,  # the project root (pyproject.toml, nbs/, minbert_nb/)
     if keep and (missing := keep - {p.stem for p in (dest / "nbs").rglob("*.ipynb")}):
         raise FileNotFoundError(f"no such notebooks in {repo / 'nbs'}: {sorted(missing)}")
     (dest / "_stage.json").write_text(
-        json.dumps({"all_notebooks": sorted(p.stem for p in (repo / "nbs").glob("*.ipynb"))}))
+        json.dumps({"all_notebooks": sorted(p.stem for p in (repo / "nbs").rglob("*.ipynb"))}))
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(p for p in (str(dest), os.environ.get("PYTHONPATH")) if p),
            "MPLBACKEND": "Agg", "MINBERT_STATIC": "1"}
@@ -175,6 +175,16 @@ nav.mb-sidebar li a { display: block; padding: .2em .4em; color: #34495e; text-d
 nav.mb-sidebar li a.active { background: #2780e3; color: white; }
 </style>"""
 
+# %% ../nbs/engineering/08_docs.ipynb #flat0001
+def _flatten(contents) -> list[str]:
+    "The notebooks of a Quarto sidebar, in order (nbdev puts a subfolder's pages in a `section`)."
+    out = []
+    for n in contents or []:
+        if isinstance(n, str): out.append(n)
+        elif isinstance(n, dict) and "contents" in n: out += _flatten(n["contents"])
+        elif isinstance(n, dict) and "href" in n: out.append(n["href"])
+    return out
+
 # %% ../nbs/engineering/08_docs.ipynb #7aeeb10e-2
 def render_site(proc_dir,  # nbdev's `_proc` folder (from `stage_site`)
                 out_dir,   # where the HTML pages go
@@ -190,11 +200,10 @@ def render_site(proc_dir,  # nbdev's `_proc` folder (from `stage_site`)
     proc_dir, out_dir = Path(proc_dir), Path(out_dir)
     shutil.rmtree(out_dir, ignore_errors=True); out_dir.mkdir(parents=True)
     side = proc_dir / "sidebar.yml"
-    order = [
-        n
-        for n in (yaml.safe_load(side.read_text())["website"]["sidebar"]["contents"] if side.exists() else [])
-        if isinstance(n, str)]
-    order += sorted(p.name for p in proc_dir.glob("*.ipynb") if p.name not in order)
+    side = yaml.safe_load(side.read_text())["website"]["sidebar"]["contents"] if side.exists() else []
+    order = _flatten(side)
+    order += sorted(str(p.relative_to(proc_dir)) for p in proc_dir.rglob("*.ipynb")
+                    if str(p.relative_to(proc_dir)) not in order and "_proc" not in p.parts)
     stage = proc_dir.parent / "_stage.json"
     known = set(json.loads(stage.read_text())["all_notebooks"]) if stage.exists() else set()
     nbs, info = {}, {}
@@ -213,9 +222,10 @@ def render_site(proc_dir,  # nbdev's `_proc` folder (from `stage_site`)
                               remove_all_outputs_tags={"remove_output"}),
         enabled=True,
     )
+    pages_by_stem = {Path(n).stem: v["page"] for n, v in info.items()}
     def link(m, dead: list):
         stem, anchor = m.group(1), m.group(2) or ""
-        if f"{stem}.ipynb" in info: return f'href="{info[stem + ".ipynb"]["page"]}{anchor}"'
+        if stem in pages_by_stem: return f'href="{pages_by_stem[stem]}{anchor}"'
         # a notebook that is in neither this build nor nbs/
         if stem not in known: dead.append(f"{stem}.ipynb")
         return m.group(0)
@@ -223,7 +233,8 @@ def render_site(proc_dir,  # nbdev's `_proc` folder (from `stage_site`)
     for name in order:
         body, _ = exp.from_notebook_node(nbs[name])
         info[name]["dead_links"] = dead = []
-        body = re.sub(r'href="(?![a-z]+:)([\w.-]+?)\.ipynb(#[^"]*)?"', lambda m: link(m, dead), body)
+        body = re.sub(r'href="(?![a-z]+:)(?:[\w.-]+/)*([\w.-]+?)\.ipynb(#[^"]*)?"',
+                      lambda m: link(m, dead), body)
         active = ' class="active"'
         items = "".join(
             f'<li><a href="{v["page"]}"{active if n == name else ""}>{html.escape(v["title"] or n)}</a></li>'

@@ -7,6 +7,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/experiments.html.md"""
 # %% ../nbs/13_experiments.ipynb #87dbef21
 from __future__ import annotations
 
+import json, os, platform
 from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
@@ -16,13 +17,14 @@ from .config import ConfigError, OFFLINE_MODEL, build, check_fields, check_range
 from .bert import load_tokenizer
 from .checkpoint import read_json, save_json
 from .heads import load_multitask
-from .evaluate import predict_dataset
+from .evaluate import METRIC, predict_dataset
 from .run import (RunConfig, build_sets, find_config, merge_config, read_config, run_train)
 
 # %% auto #0
 __all__ = ['PRETRAIN_KINDS', 'AblationRow', 'ExperimentProfile', 'load_profile', 'row_run_config', 'pretrain_run_config',
            'best_row_predictions', 'run_experiments', 'ablation_table', 'plot_ablation', 'write_table', 'load_result',
-           'compare_runs']
+           'compare_runs', 'cpu_budget', 'at_cpu', 'verdict', 'regime_summary', 'regime_table', 'plot_score_vs_time',
+           'plot_regime_curves', 'conflict_rates']
 
 # %% ../nbs/13_experiments.ipynb #95b4ee60
 PRETRAIN_KINDS = ("lm", "nli-lm")
@@ -57,11 +59,16 @@ class ExperimentProfile:
     # mixed precision for every run; None = what the configs say
     amp: Literal["auto", "off", "bf16", "fp16"] | None = None
     rows: tuple[AblationRow, ...] = ()
+    seeds: tuple[int, ...] = ()  # () = one run per row (the run's seed); else one per row and seed
+    metric: str = "overall"  # the dev number rows are compared by (`mean`: of the tasks' CS224N scores)
+    predictions: bool = True                   # keep the best row's dev predictions (for the plots)
     root: str = "."                            # the folder relative paths start from (the profile file's)
 
     def __post_init__(self):
         check_fields(self)
         for k in ("steps", "pretrain_steps"): check_range(self, k, getattr(self, k) >= 1, ">= 1")
+        check_range(self, "metric", self.metric in ("overall", "mean", *METRIC.values()),
+                    f"overall, mean or one of {', '.join(METRIC.values())}")
         names = [r.name for r in self.rows]
         check_range(self, "rows", len(set(names)) == len(names), "rows with distinct names")
 
@@ -89,8 +96,8 @@ def _merged(prof: ExperimentProfile, *rel, **over) -> dict:
     for r in rel: d = merge_config(d, read_config(prof.path(r)))
     return merge_config(d, over)
 
-def row_run_config(prof: ExperimentProfile, row: AblationRow, out) -> RunConfig:
-    "The `RunConfig` of one row of the table, writing to `out/rows/NAME`."
+def row_run_config(prof: ExperimentProfile, row: AblationRow, out, seed: int | None = None) -> RunConfig:
+    "The `RunConfig` of one row of the table (and seed), writing to `out/rows/NAME` (`/seed-S`)."
     model = prof.model if row.pretrain == "none" else str(Path(out)/"pretrain"/row.pretrain)
     d = _merged(
         prof,
@@ -98,14 +105,19 @@ def row_run_config(prof: ExperimentProfile, row: AblationRow, out) -> RunConfig:
         *([row.config] if row.config else []),
         model=model,
         data=prof.data,
-        out=str(Path(out) / "rows" / row.name),
+        out=str(Path(out) / "rows" / row.name / ("" if seed is None else f"seed-{seed}")),
         train={"max_steps": prof.steps, "eval_every": prof.eval_every,
-               **({"amp": prof.amp} if prof.amp else {})},
+               **({"amp": prof.amp} if prof.amp else {}), **({} if seed is None else {"seed": seed})},
     )
     try:
-        return build(RunConfig, d)
+        rc = build(RunConfig, d)
     except ConfigError as e:
         raise ConfigError(f"{prof.name}: row {row.name}: {e}") from None
+    t = rc.train
+    if prof.seeds and (t.schedule, t.warmup_frac, t.keep) != ("constant", 0, "last"):
+        raise ConfigError(f"{prof.name}: row {row.name}: a profile with seeds reads scores off each run's dev"
+                          " curve, so its runs need train.schedule constant, warmup_frac 0 and keep last")
+    return rc
 
 # %% ../nbs/13_experiments.ipynb #f724d4ea-1
 def pretrain_run_config(prof: ExperimentProfile, kind: str, out) -> RunConfig:
@@ -128,6 +140,41 @@ def pretrain_run_config(prof: ExperimentProfile, kind: str, out) -> RunConfig:
     except ConfigError as e:
         raise ConfigError(f"{prof.name}: pretrain {kind}: {e}") from None
 
+# %% ../nbs/13_experiments.ipynb #rg000002
+def _metric(dev: dict, name: str) -> float | None:
+    "A dev number: a metrics key, or `mean`, the mean of the tasks' CS224N scores ((r + 1) / 2 for STS)."
+    if name != "mean": return dev.get(name)
+    s = [(v + 1) / 2 if k == "sts_pearson" else v for k, v in dev.items() if k in METRIC.values()]
+    return sum(s) / len(s) if s else None
+
+def _cpu_per_step(m: dict) -> float | None:
+    "CPU seconds of one optimizer step: the fit's process time less its evaluations' and checkpoints' share."
+    if not m.get("train_cpu_seconds") or not m.get("steps"): return None
+    aside = sum((m.get("outside_model_seconds") or {}).get(k, 0.0) for k in ("eval", "checkpoint"))
+    return m["train_cpu_seconds"] * (1 - aside / max(m["train_seconds"], 1e-9)) / m["steps"]
+
+def _run_log(out, metric: str) -> dict:
+    "A run's dev curve [[step, metric]], train losses {task: [[step, loss]]} and strategy stats per step."
+    rows = [json.loads(x) for x in (Path(out)/"metrics.jsonl").read_text().splitlines() if x.strip()]
+    curve = [[e["step"], _metric(e["eval"], metric)] for e in rows if "eval" in e]
+    loss, log = {}, []
+    for e in rows:
+        for k, v in e.items():
+            if k.startswith("loss/"): loss.setdefault(k[5:], []).append([e["step"], round(v, 5)])
+        st = {k: round(v, 4) for k, v in e.items() if k.startswith(("pcgrad/", "famo/"))}
+        if st: log.append({"step": e["step"], **st})
+    return {"curve": curve, "loss": loss, "log": log}
+
+def _machine() -> dict:
+    "Where the runs ran: CPU model, cores, torch and Python versions."
+    import torch
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
+                    if x.startswith("model name")), cpu)
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
 # %% ../nbs/13_experiments.ipynb #b5cfc241
 def _finished(metrics_file, steps: int) -> dict | None:
     "The metrics of a run that reached `steps` uninterrupted, else None."
@@ -143,16 +190,20 @@ def _reuse_or_run(what: str, rc: RunConfig, progress: bool, log) -> dict:
     log(f"{what}: {rc.train.max_steps} steps → {rc.out}")
     return run_train(rc, progress=progress)
 
-def _row_result(row: AblationRow, rc: RunConfig, m: dict, pre: dict) -> dict:
+def _row_result(row: AblationRow, rc: RunConfig, m: dict, pre: dict, metric: str = "overall",
+                seed: int | None = None) -> dict:
     dev = m["dev"]
     return {"name": row.name, "label": row.label, "in_report": row.in_report, "pretrain": row.pretrain,
+            "seed": seed, "metric": _metric(dev, metric),
             "sst": dev.get("sst_acc"), "para": dev.get("para_acc"), "sts": dev.get("sts_pearson"),
             "overall": dev.get("overall"), "best_step": m["best_step"], "steps": m["steps"],
             "train_seconds": m["train_seconds"], "train_cpu_seconds": m.get("train_cpu_seconds"),
-            "threads": m.get("threads"), "pretrain_seconds": (pre.get(row.pretrain) or {}).get("seconds"),
+            "cpu_per_step": _cpu_per_step(m), "threads": m.get("threads"),
+            "pretrain_seconds": (pre.get(row.pretrain) or {}).get("seconds"),
             "trainable_params": m["trainable_params"], "total_params": m["total_params"],
             "device": m["device"], "lora": rc.lora is not None, "smart": sorted(rc.smart or {}),
-            "pcgrad": rc.pcgrad is not None}
+            "r3f": sorted(rc.r3f or {}), "pcgrad": rc.pcgrad is not None, "famo": rc.famo is not None,
+            **({} if seed is None else _run_log(rc.out, metric))}
 
 # %% ../nbs/13_experiments.ipynb #b5cfc241-1
 def best_row_predictions(results: dict) -> dict:
@@ -187,25 +238,28 @@ def run_experiments(profile: str | Path | ExperimentProfile = "quick", # a profi
     out = Path(out or f"runs/experiments-{prof.name}"); out.mkdir(parents=True, exist_ok=True)
     todo = [prof.row(n) for n in rows] if rows else list(prof.rows)
     results = {"profile": prof.name, "out": str(out), "model": prof.model, "data": prof.data,
-               "steps": prof.steps, "pretrain": {}, "rows": [], "interrupted": False}
+               "steps": prof.steps, "metric": prof.metric, "seeds": list(prof.seeds), "machine": _machine(),
+               "pretrain": {}, "rows": [], "interrupted": False}
     f = out/"results.json"
-    if f.exists(): results = {**read_json(f), "interrupted": False}
+    if f.exists(): results = {**results, **read_json(f), "interrupted": False}
     def stop():
         results["interrupted"] = True; save_json(results, f); return results
     for kind in [k for k in PRETRAIN_KINDS if any(r.pretrain == k for r in todo)]:
         m = _reuse_or_run(f"pretrain {kind}", pretrain_run_config(prof, kind, out), progress, log)
         if m["interrupted"]: return stop()
         results["pretrain"][kind] = {"seconds": m["train_seconds"], "steps": m["steps"], "final": m["dev"]}
-    for row in todo:
-        rc = row_run_config(prof, row, out)
-        m = _reuse_or_run(f"row {row.name}", rc, progress, log)
-        if m["interrupted"]: return stop()
-        results["rows"] = [r for r in results["rows"] if r["name"] != row.name] + [
-            _row_result(row, rc, m, results["pretrain"])]
-        save_json(results, f)
+    for seed in prof.seeds or (None,):               # seed by seed: a stopped profile has whole comparisons
+        for row in todo:
+            rc = row_run_config(prof, row, out, seed)
+            m = _reuse_or_run(f"row {row.name}" + (f" seed {seed}" if prof.seeds else ""), rc, progress, log)
+            if m["interrupted"]: return stop()
+            res = _row_result(row, rc, m, results["pretrain"], prof.metric, seed)
+            results["rows"] = [r for r in results["rows"]
+                               if (r["name"], r.get("seed")) != (row.name, res["seed"])] + [res]
+            save_json(results, f)
     order = {r.name: i for i, r in enumerate(prof.rows)}
-    results["rows"].sort(key=lambda r: order.get(r["name"], len(order)))
-    results["best"] = best_row_predictions(results)
+    results["rows"].sort(key=lambda r: (order.get(r["name"], len(order)), r.get("seed") or 0))
+    if prof.predictions: results["best"] = best_row_predictions(results)
     save_json(results, f)
     write_table(results, out)
     return results
@@ -214,7 +268,8 @@ def run_experiments(profile: str | Path | ExperimentProfile = "quick", # a profi
 def _secs(s) -> str: return "—" if s is None else f"{int(s) // 60}:{int(s) % 60:02d}"
 
 def ablation_table(results: dict) -> str:
-    "The markdown table: dev scores, train time, trainable parameters."
+    "The markdown table: dev scores, train time, trainable parameters (a profile with seeds: `regime_table`)."
+    if results.get("seeds"): return regime_table(results)
     best = max((r["overall"] or 0) for r in results["rows"])
     lines = [
         ("| row | pretraining | SST acc | Para acc | STS r | overall | train time (wall) | CPU time |"
@@ -252,10 +307,11 @@ def plot_ablation(results: dict, metrics=("sst", "para", "sts", "overall")):
 
 # %% ../nbs/13_experiments.ipynb #d856ad50-1
 def write_table(results: dict, out) -> tuple[Path, Path]:
-    "OUT/table.md and OUT/chart.png."
+    "OUT/table.md and OUT/chart.png (the bars, or with seeds the score against CPU time)."
     import matplotlib.pyplot as plt
     out = Path(out); (out/"table.md").write_text(ablation_table(results) + "\n")
-    fig = plot_ablation(results); fig.savefig(out/"chart.png", dpi=110); plt.close(fig)
+    fig = (plot_score_vs_time if results.get("seeds") else plot_ablation)(results)
+    fig.savefig(out/"chart.png", dpi=110); plt.close(fig)
     return out/"table.md", out/"chart.png"
 
 # %% ../nbs/13_experiments.ipynb #bb2e8c98
@@ -271,3 +327,118 @@ def compare_runs(a: dict, b: dict, metric: str = "overall") -> list[tuple[str, f
     bb = {r["name"]: r for r in b["rows"]}
     return [(r["name"], r[metric], bb[r["name"]][metric], bb[r["name"]][metric] - r[metric])
             for r in a["rows"] if r["name"] in bb]
+
+# %% ../nbs/13_experiments.ipynb #rg000011
+def _by_row(results: dict) -> dict[str, list[dict]]:
+    "The result rows grouped by row name (one per seed), in the profile's order."
+    out = {}
+    for r in results["rows"]: out.setdefault(r["name"], []).append(r)
+    return out
+
+def cpu_budget(results: dict) -> float:
+    "The equal CPU budget: the mean training CPU seconds of the cheapest row at the shared step budget."
+    return min(sum(r["cpu_per_step"] * r["steps"] for r in rs) / len(rs) for rs in _by_row(results).values())
+
+def at_cpu(r: dict, budget: float) -> tuple[int, float, float]:
+    "(step, CPU seconds, dev metric) of the evaluation on a run's dev curve nearest to `budget` CPU seconds."
+    step, v = min(r["curve"], key=lambda c: abs(c[0] * r["cpu_per_step"] - budget))
+    return step, step * r["cpu_per_step"], v
+
+def verdict(delta: float, spread: float) -> str:
+    "`noise` when |Δ| is within the seeds' spread, else `paid` (Δ > 0) or `hurt`."
+    return "noise" if abs(delta) <= spread else ("paid" if delta > 0 else "hurt")
+
+# %% ../nbs/13_experiments.ipynb #rg000012
+def _point(pts: list[tuple]) -> dict:
+    "Mean step, CPU and metric of one point per seed; spread = max − min of the metric."
+    n, v = len(pts), [p[2] for p in pts]
+    return {"step": sum(p[0] for p in pts) / n, "cpu": sum(p[1] for p in pts) / n, "metric": sum(v) / n,
+            "spread": max(v) - min(v), "points": pts}
+
+def regime_summary(results: dict) -> list[dict]:
+    """Per row: its seeds' (step, CPU s, dev metric) at the shared step budget (`steps`) and at the equal CPU
+    budget (`cpu`), their mean and spread, and the difference Δ from the first row with its verdict.
+    """
+    budget, out = cpu_budget(results), []
+    for name, rs in _by_row(results).items():
+        out.append({"name": name, "label": rs[0]["label"], "seeds": len(rs),
+                    "steps": _point([(r["steps"], r["cpu_per_step"] * r["steps"], r["metric"]) for r in rs]),
+                    "cpu": _point([at_cpu(r, budget) for r in rs])})
+    for row in out:
+        for at in ("steps", "cpu"):
+            a, b = row[at], out[0][at]
+            a["delta"] = a["metric"] - b["metric"]
+            a["verdict"] = "—" if row is out[0] else verdict(a["delta"], max(a["spread"], b["spread"]))
+    return out
+
+# %% ../nbs/13_experiments.ipynb #rg000013
+def regime_table(results: dict) -> str:
+    "Markdown: per row, mean (spread) over its seeds at equal steps and at the equal CPU budget."
+    summ, met = regime_summary(results), results.get("metric", "overall")
+    base = summ[0]["steps"]["cpu"]
+    lines = [f"Equal steps, then an equal CPU budget of {cpu_budget(results):.0f} s (the cheapest row's); "
+             f"dev {met}, mean (spread = max − min) over seeds, Δ from {summ[0]['label']}:\n",
+             f"| row | seeds | steps | CPU s | × {summ[0]['name']} | dev {met} | Δ | verdict"
+             f" | steps | CPU s | dev {met} | Δ | verdict |", "|---" * 13 + "|"]
+    for s in summ:
+        a, b = s["steps"], s["cpu"]
+        lines.append(
+            f"| {s['label']} | {s['seeds']} | {a['step']:.0f} | {a['cpu']:.0f} | {a['cpu'] / base:.2f} | "
+            f"{a['metric']:.4f} ({a['spread']:.4f}) | {a['delta']:+.4f} | {a['verdict']} | {b['step']:.0f} | "
+            f"{b['cpu']:.0f} | {b['metric']:.4f} ({b['spread']:.4f}) | {b['delta']:+.4f} | {b['verdict']} |")
+    return "\n".join(lines)
+
+# %% ../nbs/13_experiments.ipynb #rg000015
+def plot_score_vs_time(results: dict, ax=None):
+    """Dev metric against training CPU seconds, a colour per row: each seed's dev curve (line), its score at
+    the shared step budget (●) and at the equal CPU budget (□, dashed); returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4)) if ax is None else (ax.figure, ax)
+    budget, runs = cpu_budget(results), _by_row(results)
+    for i, s in enumerate(regime_summary(results)):
+        c = f"C{i}"
+        for r in runs[s["name"]]:
+            ax.plot([k * r["cpu_per_step"] for k, _ in r["curve"]], [v for _, v in r["curve"]], color=c,
+                    lw=0.8, alpha=0.35)
+        for at, mark in (("steps", "o"), ("cpu", "s")):
+            pts = s[at]["points"]
+            ax.scatter([p[1] for p in pts], [p[2] for p in pts], marker=mark, edgecolors=c, zorder=3,
+                       facecolors=c if at == "steps" else "none", label=s["label"] if at == "steps" else None)
+    ax.axvline(budget, color="gray", ls="--", lw=0.8)
+    ax.set_xlabel("training CPU seconds (one thread)"); ax.set_ylabel(f"dev {results.get('metric')}")
+    ax.set_title(f"{results['profile']}: ● {results['steps']} steps, □ {budget:.0f} CPU s", fontsize=10)
+    ax.legend(fontsize=8); ax.grid(alpha=0.3); fig.tight_layout()
+    return fig
+
+# %% ../nbs/13_experiments.ipynb #rg000016
+def plot_regime_curves(results: dict):
+    """Dev metric (mean over seeds, band = min–max) and train loss (summed over tasks, mean over seeds)
+    against steps, a colour per row; returns the figure.
+    """
+    import matplotlib.pyplot as plt, numpy as np
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for i, rs in enumerate(_by_row(results).values()):
+        c, steps = f"C{i}", [k for k, _ in rs[0]["curve"]]
+        v = np.array([[x for _, x in r["curve"]] for r in rs])                       # (seeds, evaluations)
+        a0.plot(steps, v.mean(0), color=c, marker="o", ms=3, label=rs[0]["label"])
+        a0.fill_between(steps, v.min(0), v.max(0), color=c, alpha=0.15)
+        ls = np.array([np.sum([[x for _, x in l] for l in r["loss"].values()], 0)
+                       for r in rs])  # (seeds, logs)
+        a1.semilogy([k for k, _ in next(iter(rs[0]["loss"].values()))], ls.mean(0), color=c, lw=1)
+    a0.set_xlabel("step"); a0.set_ylabel(f"dev {results.get('metric')}"); a0.legend(fontsize=8)
+    a1.set_xlabel("step"); a1.set_ylabel("train loss (Σ tasks)")
+    for a in (a0, a1): a.grid(alpha=0.3)
+    a0.set_title("dev, at every evaluation", fontsize=10); a1.set_title("train, per logged step", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/13_experiments.ipynb #rg000017
+def conflict_rates(results: dict) -> dict[str, list[float]]:
+    "Per pair of tasks: the share of logged steps whose two task gradients had a negative cosine, per run."
+    out = {}
+    for r in results["rows"]:
+        for k in sorted({k for e in r.get("log", []) for k in e if k.startswith("pcgrad/cos/")}):
+            v = [e[k] for e in r["log"] if k in e]
+            out.setdefault(k.split("/", 2)[2], []).append(sum(x < 0 for x in v) / len(v))
+    return out
