@@ -218,31 +218,37 @@ class RandomBatchSampler(Sampler):
         bs = self._cut(order)
         return [b for b in bs if len(b) == self.batch_size] if self.drop_last else bs
 
-    def set_epoch(self, epoch: int):
-        "Use `epoch`'s order for the next pass (a different epoch also drops a pending resume offset)."
-        if epoch != self.epoch: self._start = 0
-        self.epoch = epoch
+# %% ../nbs/04b_batches.ipynb #6a1d1a1a-1
+@patch
+def set_epoch(self: RandomBatchSampler, epoch: int):
+    "Use `epoch`'s order for the next pass (a different epoch also drops a pending resume offset)."
+    if epoch != self.epoch: self._start = 0
+    self.epoch = epoch
 
-    def __iter__(self) -> Iterator[list[int]]:
-        start, self._start = self._start, 0
-        self._done = start
-        for b in self.batches(self.epoch)[start:]:
-            self._done += 1       # counted as handed out: exact with num_workers=0
-            yield b
+@patch
+def __iter__(self: RandomBatchSampler) -> Iterator[list[int]]:
+    start, self._start = self._start, 0
+    self._done = start
+    for b in self.batches(self.epoch)[start:]:
+        self._done += 1       # counted as handed out: exact with num_workers=0
+        yield b
 
-    def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+@patch
+def __len__(self: RandomBatchSampler) -> int:
+    return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
 
-    def state_dict(self, batches_done: int | None = None) -> dict:
-        "Seed, epoch and batches done (pass the trainer's count when DataLoader workers prefetch)."
-        return {"seed": self.seed, "epoch": self.epoch,
-                "batches_done": self._done if batches_done is None else batches_done}
+@patch
+def state_dict(self: RandomBatchSampler, batches_done: int | None = None) -> dict:
+    "Seed, epoch and batches done (pass the trainer's count when DataLoader workers prefetch)."
+    return {"seed": self.seed, "epoch": self.epoch,
+            "batches_done": self._done if batches_done is None else batches_done}
 
-    def load_state_dict(self, state: dict):
-        "Resume: the next pass continues `state['epoch']` after its first `batches_done` batches."
-        if state["seed"] != self.seed:
-            raise DataError(f"sampler state has seed {state['seed']}, this sampler {self.seed}")
-        self.epoch, self._start = state["epoch"], state["batches_done"]
+@patch
+def load_state_dict(self: RandomBatchSampler, state: dict):
+    "Resume: the next pass continues `state['epoch']` after its first `batches_done` batches."
+    if state["seed"] != self.seed:
+        raise DataError(f"sampler state has seed {state['seed']}, this sampler {self.seed}")
+    self.epoch, self._start = state["epoch"], state["batches_done"]
 
 # %% ../nbs/04b_batches.ipynb #d714a71a
 class LengthBucketSampler(RandomBatchSampler):
@@ -322,20 +328,23 @@ class MultitaskSchedule:
         if self.kind == "proportional" or self.epochs == 1: return 1.0
         return 1.0 - 0.8 * min(max(epoch, 0), self.epochs - 1) / (self.epochs - 1)
 
-    def probs(self, epoch: int = 0) -> dict[str, float]:
-        "p_t for each task in `epoch` (from 0)."
-        w = {t: n ** self.alpha(epoch) for t, n in self.sizes.items()}
-        z = sum(w.values())
-        return {t: v / z for t, v in w.items()}
+# %% ../nbs/04b_batches.ipynb #ee24704f-1
+@patch
+def probs(self: MultitaskSchedule, epoch: int = 0) -> dict[str, float]:
+    "p_t for each task in `epoch` (from 0)."
+    w = {t: n ** self.alpha(epoch) for t, n in self.sizes.items()}
+    z = sum(w.values())
+    return {t: v / z for t, v in w.items()}
 
-    def tasks_for_step(self, step: int) -> list[str]:
-        "The tasks to take one batch each from at `step` (from 0): all of them, or K seeded draws."
-        if step < 0: raise DataError(f"step must be >= 0, got {step}")
-        if self.kind == "round_robin": return list(self.tasks)
-        p = self.probs(self.epoch_of(step))
-        draws = np.random.default_rng([self.seed, step]).choice(
-            len(self.tasks), size=len(self.tasks), p=[p[t] for t in self.tasks])
-        return [self.tasks[i] for i in draws]
+@patch
+def tasks_for_step(self: MultitaskSchedule, step: int) -> list[str]:
+    "The tasks to take one batch each from at `step` (from 0): all of them, or K seeded draws."
+    if step < 0: raise DataError(f"step must be >= 0, got {step}")
+    if self.kind == "round_robin": return list(self.tasks)
+    p = self.probs(self.epoch_of(step))
+    draws = np.random.default_rng([self.seed, step]).choice(
+        len(self.tasks), size=len(self.tasks), p=[p[t] for t in self.tasks])
+    return [self.tasks[i] for i in draws]
 
 # %% ../nbs/04b_batches.ipynb #f72c4539
 def schedule_shares(schedule: MultitaskSchedule, steps: int, window: int | None = None

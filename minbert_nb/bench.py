@@ -186,6 +186,15 @@ def _bench_one(pair, cfg, name, B, T, mode, dtype, compiled, padding, skip_paddi
                 step_ms=1e3 * med["ours"], hf_step_ms=1e3 * med["hf"], peak_mem_mb=mem.get("ours"),
                 hf_peak_mem_mb=mem.get("hf"), max_abs_diff=diff, real_tokens=real)
 
+# %% ../nbs/engineering/04_bench.ipynb #b17e3098-2a
+def _check_bench_args(dtypes: tuple, clock: str, gpu: bool):
+    "A `ValueError` for an unknown dtype or clock, or CPU time measured on a GPU."
+    for d in dtypes:
+        if d not in DTYPES: raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {d!r}")
+    if clock not in CLOCKS: raise ValueError(f"clock must be 'wall' or 'process', got {clock!r}")
+    if clock == "process" and gpu:
+        raise ValueError("clock='process' measures CPU time; use clock='wall' on a GPU")
+
 # %% ../nbs/engineering/04_bench.ipynb #b17e3098-2
 def bench_models(model_names=("minilm", "base"),                  # presets of `00_config`
                  batch_sizes=(32, 64), seq_len: int = 128,
@@ -216,11 +225,7 @@ def bench_models(model_names=("minilm", "base"),                  # presets of `
     compile = tuple(compile if compile is not None else ((False, True) if gpu else (False,)))
     repeats = repeats if repeats is not None else (20 if gpu else 3)
     warmup = warmup if warmup is not None else (5 if gpu else 1)
-    for d in dtypes:
-        if d not in DTYPES: raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {d!r}")
-    if clock not in CLOCKS: raise ValueError(f"clock must be 'wall' or 'process', got {clock!r}")
-    if clock == "process" and gpu:
-        raise ValueError("clock='process' measures CPU time; use clock='wall' on a GPU")
+    _check_bench_args(dtypes, clock, gpu)
     old_threads = torch.get_num_threads()
     if threads: torch.set_num_threads(threads)
     try:

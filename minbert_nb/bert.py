@@ -109,10 +109,13 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
-    def forward(self, x, mask=None, output_hidden_states=False, output_attentions=False, packing=None):
+    def forward(self, x, mask=None, output_hidden_states=False, output_attentions=False, packing=None,
+                top=None):
+        "`top`: layers run in place of the last `len(top)` (a task's own top layers, `05_heads`)."
         full = (lambda h: h) if packing is None else packing.pad        # hidden states are returned (B, T, C)
         hidden, attns = [full(x)] if output_hidden_states else None, [] if output_attentions else None
-        for layer in self.layer:
+        layers = self.layer if top is None else [*self.layer[:len(self.layer) - len(top)], *top]
+        for layer in layers:
             x, probs = layer(x, mask, output_attentions, packing)
             if output_hidden_states: hidden.append(full(x))
             if output_attentions: attns.append(probs)
@@ -158,14 +161,16 @@ class BertModel(nn.Module):
         elif isinstance(m, nn.LayerNorm): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None,
-                output_hidden_states=False, output_attentions=False) -> BertOutput:
+                output_hidden_states=False, output_attentions=False,
+                branch=None) -> BertOutput:  # a module with `.layer` and `.pooler` replacing the top ones
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds)              # (B, T, C)
         fast = self.config.attn_impl == "sdpa" and not output_attentions
         mask, packing = masks_for(attention_mask, self.config.skip_padding, fast)  # (B, 1, 1, T) or a Packing
         if packing is not None: x = packing.unpad(x)                               # (N, C) real tokens
-        h, hidden, attns = self.encoder(x, mask, output_hidden_states, output_attentions, packing)
+        top = None if branch is None else branch.layer
+        h, hidden, attns = self.encoder(x, mask, output_hidden_states, output_attentions, packing, top)
         if packing is not None: h = packing.pad(h)  # (B, T, C), zeros at padding
-        return BertOutput(h, self.pooler(h), hidden, attns)
+        return BertOutput(h, (self.pooler if branch is None else branch.pooler)(h), hidden, attns)
 
 # %% ../nbs/02_bert.ipynb #0bbae591
 _IGNORED_PREFIXES = ("cls.", "embeddings.position_ids", "qa_outputs.", "classifier.")

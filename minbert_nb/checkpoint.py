@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from safetensors.torch import load_file, save_file
 
 # %% auto #0
@@ -152,13 +153,15 @@ class RunLock:
         self.fd, _HELD[key] = fd, 1
         return self
 
-    def __exit__(self, *exc):
-        key = str(self.path)
-        if key in _HELD and self.fd is None: _HELD[key] -= 1; return      # an inner block of the same process
-        if self.fd is not None:
-            import fcntl
-            fcntl.flock(self.fd, fcntl.LOCK_UN); os.close(self.fd); self.fd = None
-            _HELD.pop(key, None)
+# %% ../nbs/engineering/01_checkpoint.ipynb #ck000015-1
+@patch
+def __exit__(self: RunLock, *exc):
+    key = str(self.path)
+    if key in _HELD and self.fd is None: _HELD[key] -= 1; return      # an inner block of the same process
+    if self.fd is not None:
+        import fcntl
+        fcntl.flock(self.fd, fcntl.LOCK_UN); os.close(self.fd); self.fd = None
+        _HELD.pop(key, None)
 
 # %% ../nbs/engineering/01_checkpoint.ipynb #7afe7f80
 def opt_to_files(opt: torch.optim.Optimizer) -> tuple[dict, dict]:

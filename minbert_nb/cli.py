@@ -41,7 +41,8 @@ TRAIN_FLAGS = {   # flag → (key of RunConfig, type)
     "device": ("train.device", str), "amp": ("train.amp", str), "sampler": ("train.sampler", str),
     "optimizer": ("train.optimizer", str), "keep": ("train.keep", str),
     "para-mode": ("heads.para_mode", str), "sts-mode": ("heads.sts_mode", str),
-    "sst-pooling": ("heads.sst_pooling", str), "train-limit": ("train_limit", int),
+    "sst-pooling": ("heads.sst_pooling", str), "branch-layers": ("heads.branch_layers", int),
+    "train-limit": ("train_limit", int),
     "on-bad": ("on_bad", str), "model": ("model", str), "out": ("out", str),
 }
 CHOICES = {"amp": ("auto", "off", "bf16", "fp16"), "sampler": ("round_robin", "proportional", "annealed"),
@@ -212,7 +213,7 @@ def cmd_experiments(args) -> int:
 def _add_experiments_flags(x):
     x.add_argument("--profile", default="quick",
                    help="quick (CPU, offline MiniLM), full (bert-base, GPU), the regimes low-data and"
-                        " conflict (CPU, 3 seeds), or a profile YAML path")
+                        " conflict (CPU, 2 seeds), or a profile YAML path")
     _add_source_flags(
         x, "start every row from this model instead of the profile's (Hub id, folder or 'minilm')")
     x.add_argument("--out", help="results folder (default runs/experiments-PROFILE)")
@@ -305,6 +306,7 @@ def _write_json(rows: list[dict], path: str):
     with open(tmp, "w") as f: json.dump(rows, f, indent=1)
     os.replace(tmp, path)
 
+# %% ../nbs/engineering/09_cli.ipynb #06b190fc-2
 def cmd_bench(argv: list[str]) -> int:
     "`minbert bench ...`: the arguments after `bench`."
     from minbert_nb.bench import _label, bench_models, markdown_table
@@ -343,6 +345,49 @@ def cmd_bench(argv: list[str]) -> int:
     print(json.dumps(rows, indent=1) if a.json else markdown_table(rows))
     return 0
 
+# %% ../nbs/engineering/09_cli.ipynb #89bd1462-2
+def _add_file_commands(sub):
+    "`minbert evaluate` and `minbert predict`: a checkpoint on labelled or unlabelled files."
+    e = sub.add_parser("evaluate", help="score labelled files with a checkpoint")
+    _add_file_flags(e); e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_evaluate)
+    pr = sub.add_parser("predict", help="write CS224N-layout prediction files")
+    _add_file_flags(pr); pr.add_argument("--out", required=True, help="folder for the prediction files")
+    pr.add_argument("--split", default="test", help="split name in the file names (default test)")
+    pr.add_argument("--skip-bad",
+                    action="store_true",
+                    help="skip malformed rows (their ids will be missing from the predictions)")
+    pr.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
+    pr.set_defaults(func=cmd_predict)
+
+# %% ../nbs/engineering/09_cli.ipynb #89bd1462-3
+def _add_tool_commands(sub):
+    "`minbert experiments`, `bench`, `exercises` and `notebooks`."
+    xp = sub.add_parser("experiments",
+                        help="re-run the report's ablation table (pretraining, SMART, PCGrad, LoRA rows)")
+    _add_experiments_flags(xp); xp.set_defaults(func=cmd_experiments)
+    sub.add_parser("bench",
+                   help="speed and memory against transformers.BertModel (see `minbert bench --help`)",
+                   add_help=False)
+    x = sub.add_parser("exercises", help="write student notebooks with the marked solutions stubbed out")
+    x.add_argument("--out", default="exercises", help="output folder (default exercises/)")
+    x.add_argument("--notebooks",
+                   nargs="*",
+                   help="notebook names, e.g. 01_attention 03_optim (default: every notebook with exercises)")
+    x.add_argument("--nbs", default="nbs", help="the source notebooks folder (default nbs/)")
+    x.add_argument("--solutions", action="store_true", help="keep the solutions (the instructor's key)")
+    x.set_defaults(func=cmd_exercises)
+    n = sub.add_parser("notebooks",
+                       help="run the notebooks and store their outputs, or check the stored ones")
+    acts = n.add_subparsers(dest="action", required=True, metavar="{run,check}")
+    for act, what in (("run", "run notebooks and store their outputs"), ("check", "check the stored outputs")):
+        a = acts.add_parser(act, help=what)           # flags before or after the names
+        a.add_argument("notebooks", nargs="*", help="notebook names (default: all)")
+        a.add_argument("--nbs", default="nbs", help="the notebooks folder (default nbs/)")
+        a.add_argument("--slow", action="store_true",
+                       help="also run the cells flagged slow (minutes of training each)")
+        a.set_defaults(func=cmd_notebooks)
+
 # %% ../nbs/engineering/09_cli.ipynb #89bd1462
 USER_ERRORS = (ConfigError, ValueError, OSError, RunLockedError)  # DataError, CheckpointError are ValueErrors
 
@@ -370,40 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("pretrain",
                         help="further pretraining: masked LM + NLI on the task text, before fine-tuning")
     _add_run_flags(pt, "pretrain-quick"); pt.set_defaults(func=cmd_train)
-    e = sub.add_parser("evaluate", help="score labelled files with a checkpoint")
-    _add_file_flags(e); e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.set_defaults(func=cmd_evaluate)
-    pr = sub.add_parser("predict", help="write CS224N-layout prediction files")
-    _add_file_flags(pr); pr.add_argument("--out", required=True, help="folder for the prediction files")
-    pr.add_argument("--split", default="test", help="split name in the file names (default test)")
-    pr.add_argument("--skip-bad",
-                    action="store_true",
-                    help="skip malformed rows (their ids will be missing from the predictions)")
-    pr.add_argument("--overwrite", action="store_true", help="replace existing prediction files")
-    pr.set_defaults(func=cmd_predict)
-    xp = sub.add_parser("experiments",
-                        help="re-run the report's ablation table (pretraining, SMART, PCGrad, LoRA rows)")
-    _add_experiments_flags(xp); xp.set_defaults(func=cmd_experiments)
-    sub.add_parser("bench",
-                   help="speed and memory against transformers.BertModel (see `minbert bench --help`)",
-                   add_help=False)
-    x = sub.add_parser("exercises", help="write student notebooks with the marked solutions stubbed out")
-    x.add_argument("--out", default="exercises", help="output folder (default exercises/)")
-    x.add_argument("--notebooks",
-                   nargs="*",
-                   help="notebook names, e.g. 01_attention 03_optim (default: every notebook with exercises)")
-    x.add_argument("--nbs", default="nbs", help="the source notebooks folder (default nbs/)")
-    x.add_argument("--solutions", action="store_true", help="keep the solutions (the instructor's key)")
-    x.set_defaults(func=cmd_exercises)
-    n = sub.add_parser("notebooks",
-                       help="run the notebooks and store their outputs, or check the stored ones")
-    n.add_argument("action", choices=("run", "check"))
-    n.add_argument("notebooks", nargs="*", help="notebook names (default: all)")
-    n.add_argument("--nbs", default="nbs", help="the notebooks folder (default nbs/)")
-    n.add_argument("--slow",
-                   action="store_true",
-                   help="also run the cells flagged slow (minutes of training each)")
-    n.set_defaults(func=cmd_notebooks)
+    _add_file_commands(sub)
+    _add_tool_commands(sub)
     return p
 
 # %% ../nbs/engineering/09_cli.ipynb #89bd1462-1

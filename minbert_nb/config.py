@@ -34,6 +34,25 @@ def _name(tp) -> str:
     return {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(
         tp, getattr(tp, "__name__", str(tp)))
 
+# %% ../nbs/00_config.ipynb #a1c0e002-2
+def _coerce_scalar(tp, v, bad: ConfigError):
+    "`v` as a `bool`, `int`, `float` or `str` (`tp`), or raise `bad`."
+    if tp is bool:
+        if isinstance(v, bool): return v
+        raise bad
+    if tp is int:
+        if isinstance(v, int) and not isinstance(v, bool): return v
+        raise bad
+    if tp is float:
+        if isinstance(v, str):
+            try: v = float(v)
+            except ValueError: raise bad from None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v): return float(v)
+        raise bad
+    if tp is str:
+        if isinstance(v, str): return v
+        raise bad
+
 # %% ../nbs/00_config.ipynb #a1c0e002-1
 def coerce(tp, v, key: str):
     """`v` as a value of type `tp`, or a `ConfigError` naming `key`; nested dataclasses are built from
@@ -51,21 +70,7 @@ def coerce(tp, v, key: str):
     if o is Literal:
         if v in a: return v
         raise bad
-    if tp is bool:
-        if isinstance(v, bool): return v
-        raise bad
-    if tp is int:
-        if isinstance(v, int) and not isinstance(v, bool): return v
-        raise bad
-    if tp is float:
-        if isinstance(v, str):
-            try: v = float(v)
-            except ValueError: raise bad from None
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v): return float(v)
-        raise bad
-    if tp is str:
-        if isinstance(v, str): return v
-        raise bad
+    if tp is bool or tp is int or tp is float or tp is str: return _coerce_scalar(tp, v, bad)
     if o is tuple:
         if isinstance(v, dict): v = list(v.items())        # loss_weights: {sts: 2} → (("sts", 2.0),)
         if not isinstance(v, (list, tuple)): raise bad

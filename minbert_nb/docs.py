@@ -52,6 +52,25 @@ def _run(cmd: list[str], cwd, env, what: str, timeout: float):
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode: raise DocsError(f"{what} failed (exit {r.returncode}):\n{(r.stdout + r.stderr)[-4000:]}")
 
+# %% ../nbs/engineering/08_docs.ipynb #b0601dd5-1a
+def _copy_project(repo: Path, dest: Path, notebooks: Sequence[str] | None):
+    """Copy pyproject.toml, nbs/ (only `notebooks`, if given), minbert_nb/ and what the pages link to from
+    `repo` into `dest`, without build products; `dest/_stage.json` names every notebook of `repo`.
+    """
+    keep = set(notebooks) if notebooks else None
+    skip = {"_proc", "_docs", "sidebar.yml", "nbdev.yml", ".ipynb_checkpoints", "__pycache__"}
+    ignore = lambda _, names: [
+        n for n in names if n in skip or (keep is not None and n.endswith(".ipynb") and n[:-6] not in keep)]
+    shutil.copy2(repo / "pyproject.toml", dest)
+    shutil.copytree(repo / "nbs", dest / "nbs", ignore=ignore)
+    shutil.copytree(repo / "minbert_nb", dest / "minbert_nb", ignore=ignore)
+    for extra in ("benchmarks",):             # what the pages link to
+        if (repo / extra).is_dir(): shutil.copytree(repo / extra, dest / extra, ignore=ignore)
+    if keep and (missing := keep - {p.stem for p in (dest / "nbs").rglob("*.ipynb")}):
+        raise FileNotFoundError(f"no such notebooks in {repo / 'nbs'}: {sorted(missing)}")
+    (dest / "_stage.json").write_text(
+        json.dumps({"all_notebooks": sorted(p.stem for p in (repo / "nbs").rglob("*.ipynb"))}))
+
 # %% ../nbs/engineering/08_docs.ipynb #b0601dd5-1
 def stage_site(repo,  # the project root (pyproject.toml, nbs/, minbert_nb/)
                dest,  # an empty or disposable folder for the copy
@@ -66,19 +85,7 @@ def stage_site(repo,  # the project root (pyproject.toml, nbs/, minbert_nb/)
     """
     repo, dest = Path(repo).resolve(), Path(dest).resolve()
     shutil.rmtree(dest, ignore_errors=True); dest.mkdir(parents=True)
-    keep = set(notebooks) if notebooks else None
-    skip = {"_proc", "_docs", "sidebar.yml", "nbdev.yml", ".ipynb_checkpoints", "__pycache__"}
-    ignore = lambda _, names: [
-        n for n in names if n in skip or (keep is not None and n.endswith(".ipynb") and n[:-6] not in keep)]
-    shutil.copy2(repo / "pyproject.toml", dest)
-    shutil.copytree(repo / "nbs", dest / "nbs", ignore=ignore)
-    shutil.copytree(repo / "minbert_nb", dest / "minbert_nb", ignore=ignore)
-    for extra in ("benchmarks",):             # what the pages link to
-        if (repo / extra).is_dir(): shutil.copytree(repo / extra, dest / extra, ignore=ignore)
-    if keep and (missing := keep - {p.stem for p in (dest / "nbs").rglob("*.ipynb")}):
-        raise FileNotFoundError(f"no such notebooks in {repo / 'nbs'}: {sorted(missing)}")
-    (dest / "_stage.json").write_text(
-        json.dumps({"all_notebooks": sorted(p.stem for p in (repo / "nbs").rglob("*.ipynb"))}))
+    _copy_project(repo, dest, notebooks)
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(p for p in (str(dest), os.environ.get("PYTHONPATH")) if p),
            "MPLBACKEND": "Agg", "MINBERT_STATIC": "1"}
@@ -185,20 +192,12 @@ def _flatten(contents) -> list[str]:
         elif isinstance(n, dict) and "href" in n: out.append(n["href"])
     return out
 
-# %% ../nbs/engineering/08_docs.ipynb #7aeeb10e-2
-def render_site(proc_dir,  # nbdev's `_proc` folder (from `stage_site`)
-                out_dir,   # where the HTML pages go
-                # default: `local_mathjax_url()`, else nbconvert's CDN MathJax
-                mathjax_url: str | None = None,
-               ) -> list[Path]:
-    """Render every processed notebook to an HTML page with a sidebar in notebook order; returns the pages, in
-    sidebar order.
+# %% ../nbs/engineering/08_docs.ipynb #7aeeb10e-2a
+def _read_site(proc_dir: Path) -> tuple[list[str], dict, dict, set[str], str]:
+    """The processed notebooks in sidebar order (then the others, sorted): (names, name → notebook, name →
+    page info, the names of all the notebooks in nbs/, the site's title).
     """
-    import html, nbformat, yaml
-    from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import TagRemovePreprocessor
-    proc_dir, out_dir = Path(proc_dir), Path(out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True); out_dir.mkdir(parents=True)
+    import nbformat, yaml
     side = proc_dir / "sidebar.yml"
     side = yaml.safe_load(side.read_text())["website"]["sidebar"]["contents"] if side.exists() else []
     order = _flatten(side)
@@ -215,6 +214,43 @@ def render_site(proc_dir,  # nbdev's `_proc` folder (from `stage_site`)
                                      "page": i.pop("output_file") or Path(name).with_suffix(".html").name}
     site_title = (yaml.safe_load((proc_dir / "nbdev.yml").read_text())["website"]["title"]
                   if (proc_dir / "nbdev.yml").exists() else "docs")
+    return order, nbs, info, known, site_title
+
+# %% ../nbs/engineering/08_docs.ipynb #7aeeb10e-2b
+def _relink(body: str, pages_by_stem: dict[str, str], known: set[str], dead: list[str]) -> str:
+    "Links to notebooks → links to their pages; a notebook in neither this build nor nbs/ is added to `dead`."
+    def link(m):
+        stem, anchor = m.group(1), m.group(2) or ""
+        if stem in pages_by_stem: return f'href="{pages_by_stem[stem]}{anchor}"'
+        # a notebook that is in neither this build nor nbs/
+        if stem not in known: dead.append(f"{stem}.ipynb")
+        return m.group(0)
+    return re.sub(r'href="(?![a-z]+:)(?:[\w.-]+/)*([\w.-]+?)\.ipynb(#[^"]*)?"', link, body)
+
+def _sidebar(info: dict, name: str, site_title: str) -> str:
+    "The sidebar's HTML: the site's title, then a link to every page, `name`'s marked active."
+    import html
+    active = ' class="active"'
+    items = "".join(
+        f'<li><a href="{v["page"]}"{active if n == name else ""}>{html.escape(v["title"] or n)}</a></li>'
+        for n, v in info.items())
+    return ('<nav class="mb-sidebar"><a class="mb-site"'
+            f' href="index.html">{html.escape(site_title)}</a><ul>{items}</ul></nav>')
+
+# %% ../nbs/engineering/08_docs.ipynb #7aeeb10e-2
+def render_site(proc_dir,  # nbdev's `_proc` folder (from `stage_site`)
+                out_dir,   # where the HTML pages go
+                # default: `local_mathjax_url()`, else nbconvert's CDN MathJax
+                mathjax_url: str | None = None,
+               ) -> list[Path]:
+    """Render every processed notebook to an HTML page with a sidebar in notebook order; returns the pages, in
+    sidebar order.
+    """
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+    proc_dir, out_dir = Path(proc_dir), Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True); out_dir.mkdir(parents=True)
+    order, nbs, info, known, site_title = _read_site(proc_dir)
     exp = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True,
                        **({"mathjax_url": u} if (u := mathjax_url or local_mathjax_url()) else {}))
     exp.register_preprocessor(
@@ -223,24 +259,12 @@ def render_site(proc_dir,  # nbdev's `_proc` folder (from `stage_site`)
         enabled=True,
     )
     pages_by_stem = {Path(n).stem: v["page"] for n, v in info.items()}
-    def link(m, dead: list):
-        stem, anchor = m.group(1), m.group(2) or ""
-        if stem in pages_by_stem: return f'href="{pages_by_stem[stem]}{anchor}"'
-        # a notebook that is in neither this build nor nbs/
-        if stem not in known: dead.append(f"{stem}.ipynb")
-        return m.group(0)
     pages = []
     for name in order:
         body, _ = exp.from_notebook_node(nbs[name])
         info[name]["dead_links"] = dead = []
-        body = re.sub(r'href="(?![a-z]+:)(?:[\w.-]+/)*([\w.-]+?)\.ipynb(#[^"]*)?"',
-                      lambda m: link(m, dead), body)
-        active = ' class="active"'
-        items = "".join(
-            f'<li><a href="{v["page"]}"{active if n == name else ""}>{html.escape(v["title"] or n)}</a></li>'
-            for n, v in info.items())
-        nav = ('<nav class="mb-sidebar"><a class="mb-site"'
-               f' href="index.html">{html.escape(site_title)}</a><ul>{items}</ul></nav>')
+        body = _relink(body, pages_by_stem, known, dead)
+        nav = _sidebar(info, name, site_title)
         body = body.replace("</head>", _CSS + "</head>", 1)
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, body, count=1)
         page = out_dir / info[name]["page"]

@@ -140,6 +140,20 @@ def _student_cell(cell: dict, where: str, solutions: bool, briefs: dict | None =
     if not "".join(kept).strip(): return None, names
     return dict(cell, source="\n".join(kept), outputs=[], execution_count=None), names
 
+# %% ../nbs/engineering/06_exercises.ipynb #00164f63-1a
+def _task_cell(cell: dict, n_ex: int, names: list[str]) -> dict:
+    "The markdown cell put above exercise `n_ex` (the code `cell`, with `names` stubbed) saying what to do."
+    todo = ", ".join(f"`{q}`" for q in names)
+    md = {
+        "cell_type": "markdown",
+        "metadata": {},
+        "source": (
+            f"**Exercise {n_ex}.** Implement {todo}: replace each `raise NotImplementedError`"
+            " below with your code, then run the cells after it — they check your work."),
+    }
+    if "id" in cell: md["id"] = f"{cell['id']}-task"[:64]
+    return md
+
 # %% ../nbs/engineering/06_exercises.ipynb #00164f63-1
 def make_exercises(nb_paths: Iterable,  # notebooks with `#| exercise` cells
                    out_dir,  # where the student notebooks go
@@ -167,16 +181,7 @@ def make_exercises(nb_paths: Iterable,  # notebooks with `#| exercise` cells
             new, names = _student_cell(c, f"{p.name} cell {i}", solutions, briefs)
             if names:
                 n_ex += 1
-                todo = ", ".join(f"`{q}`" for q in names)
-                md = {
-                    "cell_type": "markdown",
-                    "metadata": {},
-                    "source": (
-                        f"**Exercise {n_ex}.** Implement {todo}: replace each `raise NotImplementedError`"
-                        " below with your code, then run the cells after it — they check your work."),
-                }
-                if "id" in c: md["id"] = f"{c['id']}-task"[:64]
-                cells.append(md)
+                cells.append(_task_cell(c, n_ex, names))
             if new is not None: cells.append(new)
         if not n_ex: raise ExerciseError(f"{p}: no `#| exercise` cell, so there is nothing to hand out")
         nb["cells"] = cells

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['Packing', 'masks_for', 'fused_qkv', 'sdpa_heads', 'fast_attention']
@@ -55,14 +56,17 @@ class Packing:
         return cls(am.reshape(-1).nonzero().squeeze(1).to(dev), B, T,
                    [(r.to(dev), m if m is None else m.to(dev), b, l) for r, m, b, l in out], inverse.to(dev))
 
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        "(B, T, ...) → (N, ...): the real tokens only."
-        return x.reshape(self.B * self.T, *x.shape[2:]).index_select(0, self.index)
+# %% ../nbs/engineering/00_fastpath.ipynb #2bd735eb-1
+@patch
+def unpad(self: Packing, x: torch.Tensor) -> torch.Tensor:
+    "(B, T, ...) → (N, ...): the real tokens only."
+    return x.reshape(self.B * self.T, *x.shape[2:]).index_select(0, self.index)
 
-    def pad(self, x: torch.Tensor) -> torch.Tensor:
-        "(N, ...) → (B, T, ...), zeros at the padding."
-        out = x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy(0, self.index, x)
-        return out.view(self.B, self.T, *x.shape[1:])
+@patch
+def pad(self: Packing, x: torch.Tensor) -> torch.Tensor:
+    "(N, ...) → (B, T, ...), zeros at the padding."
+    out = x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy(0, self.index, x)
+    return out.view(self.B, self.T, *x.shape[1:])
 
 # %% ../nbs/engineering/00_fastpath.ipynb #fp000008
 def masks_for(attention_mask: torch.Tensor | None,   # (B, T) 0/1, or None

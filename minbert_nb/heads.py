@@ -7,6 +7,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/heads.html.md"""
 # %% ../nbs/05_heads.ipynb #2aa40810
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Literal
@@ -15,15 +16,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastcore.basics import patch
+
 from .config import ConfigError, Registry, check_fields, check_range, build
 from .bert import BertModel, mean_pool
 from .checkpoint import (CheckpointError, check_folder, read_json, read_tensors, save_json,
                                    save_tensors)
 
 # %% auto #0
-__all__ = ['OutputKind', 'TASK_MODULES', 'TASK_TYPES', 'task_type', 'HeadsConfig', 'LinearHead', 'cosine_score', 'MultitaskBert',
-           'Task', 'Sentiment', 'Paraphrase', 'Similarity', 'Entailment', 'save_multitask', 'checkpoint_folder',
-           'load_multitask']
+__all__ = ['OutputKind', 'TASK_MODULES', 'TASK_TYPES', 'task_type', 'HeadsConfig', 'LinearHead', 'cosine_score', 'Branch',
+           'MultitaskBert', 'Task', 'Sentiment', 'Paraphrase', 'Similarity', 'Entailment', 'branch_plan',
+           'plot_branches', 'save_multitask', 'checkpoint_folder', 'load_multitask']
 
 # %% ../nbs/05_heads.ipynb #1f3c9b73
 OutputKind = Literal["multiclass", "binary", "regression"]
@@ -37,6 +40,7 @@ def task_type(name: str) -> type:
             f"unknown task {name!r}; tasks are {', '.join(sorted(set(TASK_TYPES) | set(TASK_MODULES)))}")
     return t
 
+# %% ../nbs/05_heads.ipynb #1f3c9b73-1
 @dataclass(frozen=True)
 class HeadsConfig:
     "Which heads, and how each reads the encoder."
@@ -49,6 +53,8 @@ class HeadsConfig:
     dropout: float = 0.1                                  # before each linear head
     n_sst: int = 5                                        # SST-5 classes
     n_nli: int = 3                                        # entailment / neutral / contradiction
+    # k: each task runs its own copy of the encoder's top k layers and pooler (0: every layer shared)
+    branch_layers: int = 0
 
     def __post_init__(self):
         check_fields(self)
@@ -60,6 +66,9 @@ class HeadsConfig:
         check_range(self, "dropout", 0 <= self.dropout < 1, "in [0, 1)")
         check_range(self, "n_sst", self.n_sst >= 2, ">= 2")
         check_range(self, "n_nli", self.n_nli >= 2, ">= 2")
+        check_range(self, "branch_layers", self.branch_layers >= 0, ">= 0")
+        check_range(self, "branch_layers", self.branch_layers == 0 or "mlm" not in self.tasks,
+                    "0 when a task is mlm (masked language modelling reads the whole shared encoder)")
 
     def pair_mode(self, task: str) -> Literal["single", "siamese", "cross"]:
         "How the data loader must encode the task's inputs."
@@ -84,8 +93,19 @@ def cosine_score(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 def _inputs(batch: dict, suffix: str = "") -> tuple:
     return batch["input_ids" + suffix], batch["attention_mask" + suffix], batch.get("token_type_ids" + suffix)
 
+class Branch(nn.Module):
+    "A task's own copy of the encoder's top `k` layers and of its pooler; `BertModel(..., branch=)` runs it."
+    def __init__(self, bert: BertModel, k: int):
+        super().__init__()
+        L = len(bert.encoder.layer)
+        if not 0 < k <= L:
+            raise ConfigError(f"heads.branch_layers must be in [0, {L}] for this encoder, got {k}")
+        self.layer = nn.ModuleList(copy.deepcopy(l) for l in bert.encoder.layer[L - k:])
+        self.pooler = copy.deepcopy(bert.pooler)
+
+# %% ../nbs/05_heads.ipynb #04cef1c4-1
 class MultitaskBert(nn.Module):
-    "A shared `BertModel` with one head per task."
+    "A shared `BertModel` with one head (and with `branch_layers`, its own top layers) per task."
     def __init__(self, bert: BertModel, cfg: HeadsConfig | None = None):   # default: HeadsConfig()
         super().__init__()
         cfg = cfg or HeadsConfig()
@@ -93,9 +113,10 @@ class MultitaskBert(nn.Module):
         self.tasks = {t: task_type(t)(t, cfg) for t in cfg.tasks}
         heads = {t: h for t, task in self.tasks.items() if (h := task.head(self)) is not None}
         self.heads = nn.ModuleDict(heads)
+        self.branches = nn.ModuleDict({t: Branch(bert, cfg.branch_layers) for t in self.tasks}
+                                      if cfg.branch_layers else {})
+        for p in self._replaced(): p.requires_grad_(False)   # the top layers no task reads any more
 
-    def shared_parameters(self) -> list[nn.Parameter]: return list(self.bert.parameters())
-    def head_parameters(self) -> list[nn.Parameter]: return list(self.heads.parameters())
 
     def task(self, name: str):
         "The `Task` object of `name`; a `ConfigError` when the model has no head for it."
@@ -105,23 +126,6 @@ class MultitaskBert(nn.Module):
 
     def _suffixes(self, task: str) -> tuple[str, ...]:
         return ("_a", "_b") if self.task(task).pair_mode() == "siamese" else ("",)
-
-    def task_embeds(self, task: str, batch: dict) -> list[torch.Tensor]:
-        "Word embeddings (B, T, C) of each encoder input of the task."
-        return [self.bert.embeddings.word_embeddings(batch["input_ids" + s]) for s in self._suffixes(task)]
-
-    def pooled(self, task: str, batch: dict, embeds: list | None = None, pooling: str = "cls"
-    ) -> list[torch.Tensor]:
-        """One (B, C) vector per encoder input of the task: BERT's pooler on [CLS] (`cls`) or the masked mean
-        (`mean`).
-        """
-        sfx = self._suffixes(task)
-        out = []
-        for s, e in zip(sfx, embeds or [None] * len(sfx)):
-            ids, am, tt = _inputs(batch, s)
-            o = self.bert(ids, am, tt, inputs_embeds=e)
-            out.append(o.pooler_output if pooling == "cls" else mean_pool(o.last_hidden_state, am))
-        return out
 
     def task_forward(self, task: str, batch: dict, inputs_embeds: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
@@ -138,6 +142,47 @@ class MultitaskBert(nn.Module):
     def predict(self, task: str, batch: dict) -> torch.Tensor:
         "Predictions in the task's label space: class ids, 0/1, or a 0–5 score."
         return self.task(task).predict(self.task_forward(task, batch).float())
+
+# %% ../nbs/05_heads.ipynb #04cef1c4-3
+@patch
+def task_embeds(self: MultitaskBert, task: str, batch: dict) -> list[torch.Tensor]:
+    "Word embeddings (B, T, C) of each encoder input of the task."
+    return [self.bert.embeddings.word_embeddings(batch["input_ids" + s]) for s in self._suffixes(task)]
+
+@patch
+def pooled(self: MultitaskBert, task: str, batch: dict, embeds: list | None = None, pooling: str = "cls"
+) -> list[torch.Tensor]:
+    """One (B, C) vector per encoder input of the task: BERT's pooler on [CLS] (`cls`) or the masked mean
+    (`mean`).
+    """
+    sfx = self._suffixes(task)
+    out = []
+    for s, e in zip(sfx, embeds or [None] * len(sfx)):
+        ids, am, tt = _inputs(batch, s)
+        o = self.bert(ids, am, tt, inputs_embeds=e, branch=self.branches[task] if self.branches else None)
+        out.append(o.pooler_output if pooling == "cls" else mean_pool(o.last_hidden_state, am))
+    return out
+
+# %% ../nbs/05_heads.ipynb #04cef1c4-2
+@patch
+def _replaced(self: MultitaskBert) -> list[nn.Parameter]:
+    "The encoder's top layers and pooler when every task has its own copy (`branch_layers`)."
+    k = self.cfg.branch_layers
+    if not k: return []
+    return [p for m in (*self.bert.encoder.layer[len(self.bert.encoder.layer) - k:], self.bert.pooler)
+            for p in m.parameters()]
+
+@patch
+def shared_parameters(self: MultitaskBert) -> list[nn.Parameter]:
+    "The parameters every task reads: the encoder, less the top layers the branches replace."
+    replaced = {id(p) for p in self._replaced()}
+    return [p for p in self.bert.parameters() if id(p) not in replaced]
+@patch
+def encoder_parameters(self: MultitaskBert) -> list[nn.Parameter]:
+    "Pretrained weights (the shared encoder and the branches' copies): the encoder's learning rate."
+    return self.shared_parameters() + list(self.branches.parameters())
+@patch
+def head_parameters(self: MultitaskBert) -> list[nn.Parameter]: return list(self.heads.parameters())
 
 # %% ../nbs/05_heads.ipynb #ta000002
 class Task:
@@ -218,12 +263,52 @@ class Entailment(Task):
 for _n, _t in dict(sst=Sentiment, para=Paraphrase, sts=Similarity, nli=Entailment).items():
     TASK_TYPES.register(_n, _t)
 
+# %% ../nbs/05_heads.ipynb #br000002
+def branch_plan(model: MultitaskBert) -> dict[str, list[str]]:
+    "Per task, the modules its inputs pass through, bottom to top: `shared i` or `TASK i`, then the pooler."
+    L, k = len(model.bert.encoder.layer), model.cfg.branch_layers
+    return {t: [f"shared {i}" for i in range(L - k)] + [f"{t} {i}" for i in range(L - k, L)]
+            + [f"{t} pooler" if k else "shared pooler"] for t in model.tasks}
+
+def plot_branches(model: MultitaskBert):
+    "The layers each task runs: grey boxes are shared, coloured ones the task's own."
+    import matplotlib.pyplot as plt
+    plan = branch_plan(model)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(plan), 0.25 + 0.38 * len(next(iter(plan.values())))))
+    n = len(plan)
+    for x, (t, mods) in enumerate(plan.items()):
+        for y, m in enumerate(mods):
+            if m.startswith("shared"):                      # one wide box: every task reads the same layer
+                if x == 0:
+                    ax.add_patch(plt.Rectangle((0.05, y + 0.08), n - 0.1, 0.84, color="0.8"))
+                    ax.text(n / 2, y + 0.5, f"{m.split()[-1]} (shared)", ha="center", va="center", fontsize=8)
+                continue
+            ax.add_patch(plt.Rectangle((x + 0.05, y + 0.08), 0.9, 0.84, color=f"C{x}"))
+            ax.text(x + 0.5, y + 0.5, m.split()[-1], ha="center", va="center", fontsize=8, color="white")
+        ax.text(x + 0.5, -0.45, t, ha="center", fontsize=10)
+    ax.set_xlim(0, len(plan)); ax.set_ylim(-0.8, len(mods)); ax.axis("off")
+    ax.set_title(f"branch_layers = {model.cfg.branch_layers}: shared (grey), per task (colour)", fontsize=9)
+    return fig
+
+# %% ../nbs/05_heads.ipynb #ts000001
+@patch
+def task_state(self: MultitaskBert) -> dict[str, torch.Tensor]:
+    "What the tasks own, for `heads.safetensors`: the heads, and the branches under `branches.`."
+    return {**self.heads.state_dict(), **{f"branches.{k}": v for k, v in self.branches.state_dict().items()}}
+
+@patch
+def load_task_state(self: MultitaskBert, sd: dict[str, torch.Tensor]):
+    "Load what `task_state` returned (strict)."
+    n = len("branches.")
+    self.heads.load_state_dict({k: v for k, v in sd.items() if not k.startswith("branches.")})
+    self.branches.load_state_dict({k[n:]: v for k, v in sd.items() if k.startswith("branches.")})
+
 # %% ../nbs/05_heads.ipynb #f457d51d
 def save_multitask(model: MultitaskBert, folder, tokenizer=None, extra: dict | None = None) -> Path:
     "Write the encoder (HF format), the heads and their config (and the tokenizer) to `folder`."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     model.bert.save_pretrained(folder)
-    save_tensors(model.heads.state_dict(), folder/"heads.safetensors")
+    save_tensors(model.task_state(), folder/"heads.safetensors")
     save_json({"heads": {**asdict(model.cfg), "tasks": list(model.cfg.tasks)}, **(extra or {})},
               folder / "heads.json")
     if tokenizer is not None: tokenizer.save_pretrained(str(folder))
@@ -249,6 +334,7 @@ def load_multitask(folder) -> MultitaskBert:
     meta = read_json(folder/"heads.json")
     if not isinstance(meta.get("heads"), dict):
         raise CheckpointError(f"{folder/'heads.json'}: no 'heads' mapping (the HeadsConfig)")
+    meta["heads"].setdefault("branch_layers", 0)            # written before the key existed: all shared
     if missing := sorted({f.name for f in fields(HeadsConfig)} - set(meta["heads"])):
         raise CheckpointError(
             f"{folder/'heads.json'}: heads: missing key(s) {missing}; the file is damaged or was not written"
@@ -258,7 +344,7 @@ def load_multitask(folder) -> MultitaskBert:
     except ConfigError as e:
         raise CheckpointError(f"{folder/'heads.json'}: {e}") from None
     model = MultitaskBert(BertModel.from_pretrained(folder), hc)
-    sd, own = read_tensors(folder/"heads.safetensors"), model.heads.state_dict()
+    sd, own = read_tensors(folder/"heads.safetensors"), model.task_state()
     missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
               if k in sd and sd[k].shape != own[k].shape]
@@ -266,5 +352,5 @@ def load_multitask(folder) -> MultitaskBert:
         raise CheckpointError(
             f"{folder/'heads.safetensors'}: missing {missing}, unexpected {unexpected}, shape mismatch"
             f" {shapes}")
-    model.heads.load_state_dict(sd)
+    model.load_task_state(sd)
     return model.eval()

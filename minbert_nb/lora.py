@@ -46,11 +46,6 @@ class LoRALinear(nn.Module):
         self.merged = False   # True while ΔW sits inside base_layer.weight
         self.reset_lora_parameters()
 
-    def reset_lora_parameters(self):
-        "A Kaiming-uniform (PEFT's init), B zero: ΔW = 0."
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B.weight)
-
     def delta_weight(self) -> torch.Tensor:
         "ΔW = (α/r)·B A, shaped like the base weight (d, k)."
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling       # (d, r) @ (r, k) → (d, k)
@@ -68,7 +63,15 @@ class LoRALinear(nn.Module):
             return h
         return h + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
 
-    def extra_repr(self): return f"r={self.r}, alpha={self.alpha}, merged={self.merged}"
+# %% ../nbs/12_lora.ipynb #004e642f-1
+@patch
+def reset_lora_parameters(self: LoRALinear):
+    "A Kaiming-uniform (PEFT's init), B zero: ΔW = 0."
+    nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+    nn.init.zeros_(self.lora_B.weight)
+
+@patch
+def extra_repr(self: LoRALinear): return f"r={self.r}, alpha={self.alpha}, merged={self.merged}"
 
 # %% ../nbs/12_lora.ipynb #b6b98b05
 @patch

@@ -20,10 +20,22 @@ __all__ = ['clean_outputs', 'NotebookError', 'run_notebook', 'check_outputs']
 _WIDGET = "application/vnd.jupyter.widget-view+json"
 _PROGRESS = re.compile(r"\r|\d+%\|")          # a tqdm bar, or a carriage-return line
 
+def _local_paths() -> list[tuple[str, str]]:
+    "(this machine's prefix, what a reader sees): the repository's folder → '', the folder above it → '../'."
+    root = _repo_root()
+    return [(f"{root}/", ""), (f"{root.parent}/", "../")] if root.parent != root else []
+
+def _unlocal(text, paths):
+    "A stored output's text (a string or a list of lines) with this machine's paths made relative."
+    if isinstance(text, list): return [_unlocal(t, paths) for t in text]
+    for a, b in paths: text = text.replace(a, b)
+    return text
+
 def clean_outputs(nb: dict) -> dict:
     """Outputs as a page should show them: no widget views or state, no progress bars, no repeated figures, no
-    counts.
+    counts, no paths of the machine that ran them.
     """
+    paths = _local_paths()
     nb.get("metadata", {}).pop("widgets", None)
     for c in nb["cells"]:
         if c["cell_type"] != "code": continue
@@ -38,6 +50,9 @@ def clean_outputs(nb: dict) -> dict:
                 data.pop(_WIDGET)
                 if not any(k.startswith("image/") for k in data): continue
             if o.get("output_type") == "stream" and _PROGRESS.search("".join(o.get("text", ""))): continue
+            if "text" in o: o["text"] = _unlocal(o["text"], paths)
+            for k in ("text/plain", "text/html", "text/markdown"):
+                if k in data: data[k] = _unlocal(data[k], paths)
             png = data.get("image/png")
             if png is not None:
                 if png in seen: continue
@@ -131,6 +146,9 @@ def check_outputs(paths: Iterable, max_bytes: int = 1_000_000) -> list[str]:
         if any(o.get("output_type") == "stream" and _PROGRESS.search("".join(o.get("text", ""))) for o in outs
         ):
             probs.append(f"{p.name}: progress-bar output stored")
+        text = json.dumps(outs)
+        if local := [a for a, _ in _local_paths() if a in text]:
+            probs.append(f"{p.name}: a path of this machine in a stored output ({local[0]}…)")
         if (n := p.stat().st_size) > max_bytes:
             probs.append(f"{p.name}: {n:,} bytes, over the budget of {max_bytes:,}")
     return probs

@@ -48,8 +48,7 @@ class AdamW(Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                t = state["step"].item()
-                m, v = state["exp_avg"], state["exp_avg_sq"]
+                t, m, v = state["step"].item(), state["exp_avg"], state["exp_avg_sq"]
                 m.lerp_(g, 1 - beta1)                                     # m_t = β1 m + (1-β1) g
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)             # v_t = β2 v + (1-β2) g²
                 alpha_t = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t) if group["correct_bias"] else lr

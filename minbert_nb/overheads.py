@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/engineering/overheads.html.md"""
 
 # %% ../nbs/engineering/05_overheads.ipynb #ov000003
 from __future__ import annotations
-import statistics, warnings
+import dataclasses, statistics, warnings
 from typing import Callable
 
 import torch
@@ -74,7 +74,8 @@ def _task_batches(tok, batch_size: int, seq_len: int, heads, device) -> dict[str
 # the variants `--extras` times:
 EXTRAS = {"plain": {}, "pcgrad": {"pcgrad": True}, "smart": {"smart": {"sts": 10}},
           "lora": {"lora": {"r": 8, "alpha": 16, "targets": ["query", "value"]}},
-          "r3f": {"r3f": {"sts": 1}}, "famo": {"famo": True}}                 # run-config sections
+          "r3f": {"r3f": {"sts": 1}}, "famo": {"famo": True},                 # run-config sections
+          "branch": {"heads": {"branch_layers": 3}}}                           # each task's own top 3 layers
 
 # %% ../nbs/engineering/05_overheads.ipynb #7898fa28-1
 def technique_steps(model_name: str = "minilm",          # a preset (random weights, the offline vocabulary)
@@ -95,8 +96,12 @@ def technique_steps(model_name: str = "minilm",          # a preset (random weig
     base = MultitaskBert(BertModel(preset(model_name)), heads).to(device)
     batches = _task_batches(load_tokenizer(), batch_size, seq_len, heads, device)
     def make(name):
-        rc = RunConfig(heads=heads, **EXTRAS[name])
-        run = Run(rc, copy.deepcopy(base).train(), None)
+        spec, L = dict(EXTRAS[name]), base.bert.config.num_hidden_layers
+        hk = {k: min(v, L) if k == "branch_layers" else v for k, v in spec.pop("heads", {}).items()}
+        h = dataclasses.replace(heads, **hk)              # branch_layers capped at the depth (`tiny`: 2)
+        rc = RunConfig(heads=h, **spec)
+        model = copy.deepcopy(base) if h == heads else MultitaskBert(copy.deepcopy(base.bert), h).to(device)
+        run = Run(rc, model.train(), None)
         for n, settings in rc.techniques(): technique(n).apply(run, settings)
         m, strat, regs = run.model, run.strategy or WeightedSum(), run.regularizers
         opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5, foreach=True)

@@ -134,28 +134,32 @@ class PCGrad:
             raise ConfigError("PCGrad under torch.distributed needs tasks=[...] "
                               "so that every process orders its buffers alike")
 
-    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        "Parameter-shaped views into a flat (N,) tensor."
-        out, o = [], 0
-        for p in self.params: out.append(flat[o:o + p.numel()].view_as(p)); o += p.numel()
-        return out
-
-    def _grow(self, names: list[str]):
-        "Give tasks not seen before a place in the row order."
-        new = [t for t in dict.fromkeys(names) if t not in self.tasks]
-        n = len(new)
-        self.tasks, self.G, self._rows = self.tasks + new, self.G + [None] * n, self._rows + [None] * n
-
-    def _new_row(self, r: int):
-        "A zeroed (N,) row for task r, for this step only."
-        p0 = self.params[0]
-        self.G[r] = torch.zeros(self.numel, dtype=p0.dtype, device=p0.device)
-        self._rows[r] = self._views(self.G[r])
-
     @property
     def buffer_bytes(self) -> int:
         "Bytes held in per-task rows right now."
         return sum(g.numel() * g.element_size() for g in self.G if g is not None)
+
+# %% ../nbs/11_pcgrad.ipynb #6d2a3734-1
+@patch
+def _views(self: PCGrad, flat: torch.Tensor) -> list[torch.Tensor]:
+    "Parameter-shaped views into a flat (N,) tensor."
+    out, o = [], 0
+    for p in self.params: out.append(flat[o:o + p.numel()].view_as(p)); o += p.numel()
+    return out
+
+@patch
+def _grow(self: PCGrad, names: list[str]):
+    "Give tasks not seen before a place in the row order."
+    new = [t for t in dict.fromkeys(names) if t not in self.tasks]
+    n = len(new)
+    self.tasks, self.G, self._rows = self.tasks + new, self.G + [None] * n, self._rows + [None] * n
+
+@patch
+def _new_row(self: PCGrad, r: int):
+    "A zeroed (N,) row for task r, for this step only."
+    p0 = self.params[0]
+    self.G[r] = torch.zeros(self.numel, dtype=p0.dtype, device=p0.device)
+    self._rows[r] = self._views(self.G[r])
 
 # %% ../nbs/11_pcgrad.ipynb #fe1b9969
 @patch

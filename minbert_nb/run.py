@@ -27,37 +27,10 @@ from .train import Strategy, TrainConfig, Trainer
 from .colab import live
 
 # %% auto #0
-__all__ = ['TECHNIQUE_MODULES', 'TECHNIQUES', 'Run', 'Technique', 'technique', 'RunConfig', 'config_dir', 'find_config',
+__all__ = ['TECHNIQUE_MODULES', 'TECHNIQUES', 'RunConfig', 'Run', 'Technique', 'technique', 'config_dir', 'find_config',
            'merge_config', 'read_config', 'load_run_config', 'run_config_to_dict', 'build_sets', 'count_parameters',
            'build_run', 'check_resume', 'run_train', 'run_evaluate', 'run_predict', 'model_predictor',
            'plot_predictions', 'try_sentence_panel']
-
-# %% ../nbs/08_run.ipynb #ru000002
-@dataclass
-class Run:
-    "A run being put together: the parts a technique may change before training starts."
-    rc: RunConfig
-    model: MultitaskBert
-    tokenizer: Any
-    strategy: Strategy | None = None              # None: the weighted sum
-    regularizers: dict = field(default_factory=dict)   # task → regularizer
-    export: Callable | None = None                # model → the model to save
-
-@dataclass(frozen=True)
-class Technique:
-    "How a lesson plugs into a run."
-    parse: Callable[[Any, RunConfig], Any]  # the YAML / flag value → typed settings (a ConfigError otherwise)
-    apply: Callable[[Run, Any], None]             # change the run's model, strategy, regularizers or export
-    order: int = 1  # applied in this order: LoRA (0) changes the parameters the others see
-
-TECHNIQUE_MODULES = {"mlm": "minbert_nb.pretrain", "smart": "minbert_nb.smart", "r3f": "minbert_nb.smart",
-                     "pcgrad": "minbert_nb.pcgrad", "famo": "minbert_nb.pcgrad", "lora": "minbert_nb.lora"}
-TECHNIQUES = Registry(TECHNIQUE_MODULES)           # filled in by the lessons that define them
-
-def technique(name: str) -> Technique:
-    "The registered technique `name`, importing the lesson that defines it if needed."
-    if (t := TECHNIQUES.lookup(name)) is None: raise ConfigError(f"unknown technique {name!r}")
-    return t
 
 # %% ../nbs/08_run.ipynb #e8dbe6de
 @dataclass(frozen=True)
@@ -99,6 +72,33 @@ class RunConfig:
         "(name, settings) of the techniques this run uses, in the order they apply."
         on = [(n, getattr(self, n)) for n in TECHNIQUE_MODULES if getattr(self, n) is not None]
         return sorted(on, key=lambda x: technique(x[0]).order)
+
+# %% ../nbs/08_run.ipynb #ru000002
+@dataclass
+class Run:
+    "A run being put together: the parts a technique may change before training starts."
+    rc: RunConfig
+    model: MultitaskBert
+    tokenizer: Any
+    strategy: Strategy | None = None              # None: the weighted sum
+    regularizers: dict = field(default_factory=dict)   # task → regularizer
+    export: Callable | None = None                # model → the model to save
+
+@dataclass(frozen=True)
+class Technique:
+    "How a lesson plugs into a run."
+    parse: Callable[[Any, RunConfig], Any]  # the YAML / flag value → typed settings (a ConfigError otherwise)
+    apply: Callable[[Run, Any], None]             # change the run's model, strategy, regularizers or export
+    order: int = 1  # applied in this order: LoRA (0) changes the parameters the others see
+
+TECHNIQUE_MODULES = {"mlm": "minbert_nb.pretrain", "smart": "minbert_nb.smart", "r3f": "minbert_nb.smart",
+                     "pcgrad": "minbert_nb.pcgrad", "famo": "minbert_nb.pcgrad", "lora": "minbert_nb.lora"}
+TECHNIQUES = Registry(TECHNIQUE_MODULES)           # filled in by the lessons that define them
+
+def technique(name: str) -> Technique:
+    "The registered technique `name`, importing the lesson that defines it if needed."
+    if (t := TECHNIQUES.lookup(name)) is None: raise ConfigError(f"unknown technique {name!r}")
+    return t
 
 # %% ../nbs/08_run.ipynb #ru000004
 def config_dir() -> Path:

@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Literal, Mapping, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .config import ConfigError, build, check_fields, check_range
 from .heads import OutputKind
@@ -170,18 +171,21 @@ class SmartRegularizer:
         self.last[task] = term.detach()
         return cfg.mu * term
 
-    def state_dict(self) -> dict:
-        "The noise generator's state, JSON-serialisable (for an exact resume)."
-        return {"generator": self.generator.get_state().tolist() if self.generator is not None else None}
+# %% ../nbs/10_smart.ipynb #0cf93109-1
+@patch
+def state_dict(self: SmartRegularizer) -> dict:
+    "The noise generator's state, JSON-serialisable (for an exact resume)."
+    return {"generator": self.generator.get_state().tolist() if self.generator is not None else None}
 
-    def load_state_dict(self, state: dict):
-        "Restore what `state_dict` returned."
-        if state.get("generator") is not None:
-            if self.generator is None:
-                raise ConfigError(
-                    "SmartRegularizer.load_state_dict: the state holds a generator state, but this"
-                    " regularizer has no generator")
-            self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+@patch
+def load_state_dict(self: SmartRegularizer, state: dict):
+    "Restore what `state_dict` returned."
+    if state.get("generator") is not None:
+        if self.generator is None:
+            raise ConfigError(
+                "SmartRegularizer.load_state_dict: the state holds a generator state, but this"
+                " regularizer has no generator")
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
 
 # %% ../nbs/10_smart.ipynb #8b3a2202
 def task_settings(cls, v, rc: RunConfig, scalar: str = "mu") -> dict:
@@ -207,6 +211,7 @@ def add_regularizer(run, task: str, reg):
     old = run.regularizers.get(task)
     run.regularizers[task] = reg if old is None else _Both(old, reg)
 
+# %% ../nbs/10_smart.ipynb #8b3a2202-1
 class _Both:
     "Two regularizers of one task, summed; their `after_step` and checkpoint state pass through."
     def __init__(self, a, b): self.a, self.b = a, b
@@ -371,16 +376,21 @@ class BregmanTeacher:
         finally:
             for p, t in zip(self.params, self.teacher): p.data, t.data = t.data, p.data
 
-    def __call__(self, model: nn.Module, task: str, batch: dict, output: torch.Tensor,
-                 step: int) -> torch.Tensor:
-        mu = self.mu if isinstance(self.mu, (int, float)) else self.mu.get(task, 0.0)
-        with torch.no_grad(), self._teacher_weights(), dropout_off(model):
-            ref = model.task_forward(task, batch)
-        term = smart_divergence(output, ref, model.output_kind(task))
-        _check_finite([term], task, step, "non-finite Bregman term")
-        return mu * term
+# %% ../nbs/10_smart.ipynb #f82bd9ba-1
+@patch
+def __call__(self: BregmanTeacher, model: nn.Module, task: str, batch: dict, output: torch.Tensor,
+             step: int) -> torch.Tensor:
+    mu = self.mu if isinstance(self.mu, (int, float)) else self.mu.get(task, 0.0)
+    with torch.no_grad(), self._teacher_weights(), dropout_off(model):
+        ref = model.task_forward(task, batch)
+    term = smart_divergence(output, ref, model.output_kind(task))
+    _check_finite([term], task, step, "non-finite Bregman term")
+    return mu * term
 
-    def state_dict(self) -> dict: return {"teacher": [t.detach().cpu() for t in self.teacher]}
-    def load_state_dict(self, state: dict):
-        with torch.no_grad():
-            for t, s in zip(self.teacher, state["teacher"]): t.copy_(s)
+@patch
+def state_dict(self: BregmanTeacher) -> dict: return {"teacher": [t.detach().cpu() for t in self.teacher]}
+
+@patch
+def load_state_dict(self: BregmanTeacher, state: dict):
+    with torch.no_grad():
+        for t, s in zip(self.teacher, state["teacher"]): t.copy_(s)

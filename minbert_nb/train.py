@@ -64,26 +64,32 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self)
-        for k in ("epochs", "batch_size", "accum_steps", "log_every", "checkpoint_every"):
-            check_range(self, k, getattr(self, k) >= 1, ">= 1")
-        for k in ("max_steps", "steps_per_epoch", "eval_every"):
-            check_range(self, k, getattr(self, k) is None or getattr(self, k) >= 1, ">= 1 (or null)")
-        check_range(self, "max_len", self.max_len >= 4, ">= 4")
-        for k in ("lr_encoder", "lr_heads", "weight_decay"):
-            check_range(self, k, getattr(self, k) >= 0, ">= 0")
-        check_range(self, "warmup_frac", 0 <= self.warmup_frac < 1, "in [0, 1)")
-        check_range(
-            self, "clip_norm", self.clip_norm is None or self.clip_norm > 0, "> 0 (or null for no clipping)")
-        check_range(self, "head_only_steps", self.head_only_steps >= 0, ">= 0")
-        check_range(self, "loss_weights", all(w >= 0 for _, w in self.loss_weights),
-                    "a mapping of tasks to weights >= 0")
-        check_range(self, "task_batch_size", all(b >= 1 for _, b in self.task_batch_size),
-                    "a mapping of tasks to batch sizes >= 1")
-        check_range(self, "device", self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
-                    "auto, cpu, cuda, cuda:N or mps")
+        self._check_ranges()
 
     def weight(self, task: str) -> float: return dict(self.loss_weights).get(task, 1.0)
     def batch(self, task: str) -> int: return dict(self.task_batch_size).get(task, self.batch_size)
+
+# %% ../nbs/07_train.ipynb #a55ed8bf-2
+@patch
+def _check_ranges(self: TrainConfig):
+    "The ranges `__post_init__` checks once `check_fields` has checked the types."
+    for k in ("epochs", "batch_size", "accum_steps", "log_every", "checkpoint_every"):
+        check_range(self, k, getattr(self, k) >= 1, ">= 1")
+    for k in ("max_steps", "steps_per_epoch", "eval_every"):
+        check_range(self, k, getattr(self, k) is None or getattr(self, k) >= 1, ">= 1 (or null)")
+    check_range(self, "max_len", self.max_len >= 4, ">= 4")
+    for k in ("lr_encoder", "lr_heads", "weight_decay"):
+        check_range(self, k, getattr(self, k) >= 0, ">= 0")
+    check_range(self, "warmup_frac", 0 <= self.warmup_frac < 1, "in [0, 1)")
+    check_range(
+        self, "clip_norm", self.clip_norm is None or self.clip_norm > 0, "> 0 (or null for no clipping)")
+    check_range(self, "head_only_steps", self.head_only_steps >= 0, ">= 0")
+    check_range(self, "loss_weights", all(w >= 0 for _, w in self.loss_weights),
+                "a mapping of tasks to weights >= 0")
+    check_range(self, "task_batch_size", all(b >= 1 for _, b in self.task_batch_size),
+                "a mapping of tasks to batch sizes >= 1")
+    check_range(self, "device", self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
+                "auto, cpu, cuda, cuda:N or mps")
 
 # %% ../nbs/07_train.ipynb #a55ed8bf-1
 TINY_TRAIN = TrainConfig(epochs=1, max_steps=6, batch_size=4, max_len=32, lr_encoder=1e-3, lr_heads=1e-3,
@@ -155,9 +161,8 @@ class Trainer:
             math.ceil(len(d) / (cfg.batch(t) * self.K)) for t, d in train_sets.items())
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         if cfg.head_only_steps >= self.total_steps:
-            raise ConfigError(
-                f"head_only_steps={cfg.head_only_steps} leaves no step for the encoder (the run has"
-                f" {self.total_steps})")
+            raise ConfigError(f"head_only_steps={cfg.head_only_steps} leaves no step for the encoder"
+                              f" (the run has {self.total_steps})")
         self.schedule = MultitaskSchedule({t: len(d) for t, d in train_sets.items()}, kind=cfg.sampler,
                                           steps_per_epoch=self.steps_per_epoch,
                                           epochs=max(1, math.ceil(self.total_steps / self.steps_per_epoch)),
@@ -168,7 +173,7 @@ class Trainer:
 @patch
 def _optimizer(self: Trainer):
     c = self.cfg
-    enc = [p for p in self.model.bert.parameters() if p.requires_grad]
+    enc = [p for p in self.model.encoder_parameters() if p.requires_grad]   # with the branches (05_heads)
     enc_ids = {id(p) for p in enc}
     other = [p for p in self.model.parameters() if p.requires_grad and id(p) not in enc_ids]
     groups = param_groups(enc, other, c.lr_encoder, c.lr_heads, c.weight_decay)
@@ -364,10 +369,8 @@ def load_state(self: Trainer, folder, allow_changes: bool = False):
     if missing or unexpected:
         raise CheckpointError(
             f"{folder/'model.safetensors'}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    self.opt.load_state_dict(
-        opt_from_files(
-            read_tensors(folder / "optimizer.safetensors", device=str(self.device)), meta["optimizer"])
-    )
+    self.opt.load_state_dict(opt_from_files(
+        read_tensors(folder / "optimizer.safetensors", device=str(self.device)), meta["optimizer"]))
     self.sched.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(self.opt.param_groups)})
     if self.scaler is not None and meta.get("scaler"): self.scaler.load_state_dict(meta["scaler"])
     tech = join_tensors(
@@ -428,7 +431,7 @@ def _start(self: Trainer, resume: bool, allow_changes: bool):
     self.timing = {"data": 0.0, "eval": 0.0, "checkpoint": 0.0}
     if resume and (self.out/"last").exists(): self.load_state(self.out/"last", allow_changes)
     elif self.dist.main and (self.out/"metrics.jsonl").exists(): (self.out/"metrics.jsonl").unlink()
-    self._encoder_params = [p for p in self.model.bert.parameters() if p.requires_grad]
+    self._encoder_params = [p for p in self.model.encoder_parameters() if p.requires_grad]
     self.params = [p for p in self.model.parameters() if p.requires_grad]
 
 # %% ../nbs/07_train.ipynb #tr000012-1
