@@ -380,7 +380,7 @@ def _add_tool_commands(sub):
     n = sub.add_parser("notebooks",
                        help="run the notebooks and store their outputs, or check the stored ones")
     acts = n.add_subparsers(dest="action", required=True, metavar="{run,check}")
-    for act, what in (("run", "run notebooks and store their outputs"), ("check", "check the stored outputs")):
+    for act, what in (("run", "run notebooks, store their outputs"), ("check", "check the stored outputs")):
         a = acts.add_parser(act, help=what)           # flags before or after the names
         a.add_argument("notebooks", nargs="*", help="notebook names (default: all)")
         a.add_argument("--nbs", default="nbs", help="the notebooks folder (default nbs/)")
