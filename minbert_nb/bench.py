@@ -6,13 +6,13 @@ Docs: https://minbert-nb.github.io/minbert-nb/engineering/bench.html.md"""
 
 # %% ../nbs/engineering/04_bench.ipynb #e1a3f850
 from __future__ import annotations
-import gc, os, platform, statistics, sys, time, traceback
+import gc, os, statistics, sys, time, traceback
 from dataclasses import replace
 from typing import Callable, Literal
 
 import torch
 
-from .config import BertConfig, config_to_dict, preset
+from .config import BertConfig, config_to_dict, cpu_name, preset
 from .bert import BertModel
 from .optim import fused_adamw
 
@@ -141,13 +141,7 @@ def peak_memory_mb(fn: Callable[[], object], device: str | torch.device = "cpu")
 # %% ../nbs/engineering/04_bench.ipynb #b17e3098
 def _hardware(device: torch.device) -> str:
     if device.type == "cuda": return torch.cuda.get_device_name(device)
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
+    return f"{cpu_name()} ({os.cpu_count()} logical CPUs)"
 
 def _free(device: torch.device):
     gc.collect()

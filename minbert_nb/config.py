@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #4de04ec7
 from __future__ import annotations
-import dataclasses, importlib, json, math, os, random, sys, types, typing
+import dataclasses, importlib, json, math, os, platform, random, sys, types, typing
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -17,7 +17,7 @@ import torch
 # %% auto #0
 __all__ = ['REQUIRED_KEYS', 'PRESETS', 'DEVICES', 'OFFLINE_MODEL', 'ConfigError', 'coerce', 'check_fields', 'check_range',
            'build', 'BertConfig', 'config_from_dict', 'load_config', 'config_to_dict', 'read_yaml', 'preset',
-           'seed_everything', 'pick_device', 'pick_amp', 'offline_model_dir', 'resolve_model', 'Registry']
+           'seed_everything', 'pick_device', 'pick_amp', 'cpu_name', 'offline_model_dir', 'resolve_model', 'Registry']
 
 # %% ../nbs/00_config.ipynb #d0cd3d18
 class ConfigError(ValueError):
@@ -254,6 +254,14 @@ def pick_amp(amp: Literal["auto", "off", "bf16", "fp16"], device) -> tuple[torch
     if amp == "fp16": return torch.float16, dev.type == "cuda"
     major, _ = torch.cuda.get_device_capability(dev)       # auto on a GPU: bf16 only where it is native
     return (torch.bfloat16, False) if major >= 8 else (torch.float16, True)
+
+def cpu_name() -> str:
+    "The CPU's model name (from /proc/cpuinfo where there is one), for the record of a measurement."
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"): return line.split(":", 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine()
 
 # %% ../nbs/00_config.ipynb #6478f609
 OFFLINE_MODEL = "minilm"  # the name that stands for the bundled offline checkpoint

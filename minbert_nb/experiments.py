@@ -13,11 +13,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-from .config import ConfigError, OFFLINE_MODEL, build, check_fields, check_range
+from .config import ConfigError, OFFLINE_MODEL, build, check_fields, check_range, cpu_name
 from .bert import load_tokenizer
 from .checkpoint import read_json, save_json
 from .heads import load_multitask
-from .evaluate import METRIC, predict_dataset
+from .evaluate import METRIC, predict_dataset, read_history
 from .run import (RunConfig, build_sets, find_config, merge_config, read_config, run_train)
 
 # %% auto #0
@@ -155,7 +155,7 @@ def _cpu_per_step(m: dict) -> float | None:
 
 def _run_log(out, metric: str) -> dict:
     "A run's dev curve [[step, metric]], train losses {task: [[step, loss]]} and strategy stats per step."
-    rows = [json.loads(x) for x in (Path(out)/"metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = read_history(out)
     curve = [[e["step"], _metric(e["eval"], metric)] for e in rows if "eval" in e]
     loss, log = {}, []
     for e in rows:
@@ -168,11 +168,7 @@ def _run_log(out, metric: str) -> dict:
 def _machine() -> dict:
     "Where the runs ran: CPU model, cores, torch and Python versions."
     import torch
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
-                    if x.startswith("model name")), cpu)
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version()}
 
 # %% ../nbs/13_experiments.ipynb #b5cfc241

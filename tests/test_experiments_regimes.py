@@ -1,12 +1,12 @@
 """The regime profiles of 13_experiments: packaged and well-formed, and the property their equal-CPU reading
 rests on — under a constant learning rate without warm-up, the first k steps of a longer run are the run of
 k steps, whatever the technique."""
-import json
 import warnings
 
 import pytest
 
 from minbert_nb.config import build
+from minbert_nb.evaluate import read_history
 from minbert_nb.experiments import load_profile, row_run_config
 from minbert_nb.run import RunConfig, run_train
 
@@ -21,8 +21,7 @@ def _curve(tmp_path, name, steps, **tech):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_train(rc, progress=False, resume=False)
-    rows = [json.loads(x) for x in (tmp_path / f"{name}-{steps}" / "metrics.jsonl").read_text().splitlines()]
-    return {e["step"]: e["eval"] for e in rows if "eval" in e}
+    return {e["step"]: e["eval"] for e in read_history(tmp_path / f"{name}-{steps}") if "eval" in e}
 
 
 @pytest.mark.parametrize("name,tech", [("plain", {}), ("r3f", {"r3f": {"sts": 1.0}}),

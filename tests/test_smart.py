@@ -143,9 +143,12 @@ def test_nonfinite_raises_with_task_and_step():
         SmartRegularizer({"sts": 1.0})(model, "nli", b, None, 0)
 
 
-def smart_flag(spec: str) -> dict:
-    "What `minbert train --smart SPEC` gives the run: the flag parsed by the CLI, then checked by `RunConfig`."
-    return RunConfig(smart=task_values(spec, "--smart")).smart
+def technique_flag(name: str, spec: str) -> dict:
+    "What `minbert train --NAME SPEC` gives the run: the flag parsed by the CLI, then checked by `RunConfig`."
+    return getattr(RunConfig(**{name: task_values(spec, f"--{name}")}), name)
+
+
+def smart_flag(spec: str) -> dict: return technique_flag("smart", spec)
 
 
 def test_config_and_cli_spec():
@@ -305,9 +308,7 @@ def test_r3f_nonfinite_raises_and_zero_weight():
         R3FRegularizer({"sst": 1.0})(model, "nli", b, None, 0)
 
 
-def r3f_flag(spec: str) -> dict:
-    "What `minbert train --r3f SPEC` gives the run: the flag parsed by the CLI, then checked by `RunConfig`."
-    return RunConfig(r3f=task_values(spec, "--r3f")).r3f
+def r3f_flag(spec: str) -> dict: return technique_flag("r3f", spec)
 
 
 def test_r3f_config_and_cli_spec():
