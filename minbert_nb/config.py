@@ -6,7 +6,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #4de04ec7
 from __future__ import annotations
-import dataclasses, importlib, json, math, os, platform, random, sys, types, typing
+import dataclasses, importlib, json, math, os, platform, random, sys, types, typing, warnings
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -17,7 +17,8 @@ import torch
 # %% auto #0
 __all__ = ['REQUIRED_KEYS', 'PRESETS', 'DEVICES', 'OFFLINE_MODEL', 'ConfigError', 'coerce', 'check_fields', 'check_range',
            'build', 'BertConfig', 'config_from_dict', 'load_config', 'config_to_dict', 'read_yaml', 'preset',
-           'seed_everything', 'pick_device', 'pick_amp', 'cpu_name', 'offline_model_dir', 'resolve_model', 'Registry']
+           'seed_everything', 'pick_device', 'pick_amp', 'cpu_flags', 'cpu_has_bf16', 'cpu_name', 'offline_model_dir',
+           'resolve_model', 'Registry']
 
 # %% ../nbs/00_config.ipynb #d0cd3d18
 class ConfigError(ValueError):
@@ -250,10 +251,29 @@ def pick_amp(amp: Literal["auto", "off", "bf16", "fp16"], device) -> tuple[torch
     if amp not in ("auto", "off", "bf16", "fp16"):
         raise ConfigError(f"amp must be one of auto, off, bf16, fp16, got {amp!r}")
     if amp == "off" or (amp == "auto" and dev.type != "cuda"): return None, False
-    if amp == "bf16": return torch.bfloat16, False
+    if amp == "bf16":
+        if dev.type == "cpu" and not cpu_has_bf16():
+            warnings.warn("amp bf16 on a CPU without bfloat16 units (AMX or AVX512-BF16) is emulated and "
+                          "may run slower than fp32; use amp off (--amp off) there")
+        if dev.type == "cuda" and torch.cuda.get_device_capability(dev)[0] < 8:
+            warnings.warn("amp bf16 on a GPU older than Ampere (a T4 is 7.5) is emulated and slow; "
+                          "use amp auto (--amp auto: fp16 with loss scaling) there")
+        return torch.bfloat16, False
     if amp == "fp16": return torch.float16, dev.type == "cuda"
     major, _ = torch.cuda.get_device_capability(dev)       # auto on a GPU: bf16 only where it is native
     return (torch.bfloat16, False) if major >= 8 else (torch.float16, True)
+
+def cpu_flags() -> set[str]:
+    "The CPU's feature flags (from /proc/cpuinfo; empty where there is none)."
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"): return set(line.split(":", 1)[1].split())
+    except OSError: pass
+    return set()
+
+def cpu_has_bf16() -> bool:
+    "Whether the CPU multiplies bfloat16 matrices in hardware (Intel AMX or AVX512-BF16)."
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 def cpu_name() -> str:
     "The CPU's model name (from /proc/cpuinfo where there is one), for the record of a measurement."
