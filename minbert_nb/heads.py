@@ -24,9 +24,10 @@ from .checkpoint import (CheckpointError, check_folder, read_json, read_tensors,
                                    save_tensors)
 
 # %% auto #0
-__all__ = ['OutputKind', 'TASK_MODULES', 'TASK_TYPES', 'task_type', 'HeadsConfig', 'LinearHead', 'cosine_score', 'Branch',
-           'MultitaskBert', 'Task', 'Sentiment', 'Paraphrase', 'Similarity', 'Entailment', 'branch_plan',
-           'plot_branches', 'save_multitask', 'checkpoint_folder', 'load_multitask']
+__all__ = ['OutputKind', 'TASK_MODULES', 'TASK_TYPES', 'RECIPE_TASKS', 'task_type', 'HeadsConfig', 'LinearHead', 'cosine_score',
+           'Branch', 'MultitaskBert', 'Task', 'Sentiment', 'Paraphrase', 'Similarity', 'Entailment', 'branch_plan',
+           'plot_branches', 'load_recipes', 'recipe_summary', 'plot_recipes', 'save_multitask', 'checkpoint_folder',
+           'load_multitask']
 
 # %% ../nbs/05_heads.ipynb #1f3c9b73
 OutputKind = Literal["multiclass", "binary", "regression"]
@@ -288,6 +289,47 @@ def plot_branches(model: MultitaskBert):
         ax.text(x + 0.5, -0.45, t, ha="center", fontsize=10)
     ax.set_xlim(0, len(plan)); ax.set_ylim(-0.8, len(mods)); ax.axis("off")
     ax.set_title(f"branch_layers = {model.cfg.branch_layers}: shared (grey), per task (colour)", fontsize=9)
+    return fig
+
+# %% ../nbs/05_heads.ipynb #br000009
+RECIPE_TASKS = {"sst": "SST acc", "para": "Quora acc", "sts": "STS r"}
+
+def load_recipes(name: str = "recipes-quick-cpu") -> dict:
+    "A recipe comparison shipped with the package (`minbert_nb/results/NAME.json`): dev scores per seed."
+    from importlib.resources import files
+    return read_json(Path(str(files("minbert_nb") / "results" / f"{name}.json")))
+
+def recipe_summary(res: dict) -> dict[str, dict[str, tuple[float, float, float]]]:
+    "recipe → task → (mean, min, max) over its seeds; `overall` is the CS224N (SST + Quora + (r+1)/2) / 3."
+    out = {}
+    for r in res["recipes"]:
+        runs = [{**s, "overall": (s["sst"] + s["para"] + (s["sts"] + 1) / 2) / 3}
+                for s in r["seeds"].values()]
+        vals = {k: [x[k] for x in runs] for k in (*RECIPE_TASKS, "overall")}
+        out[r["label"]] = {k: (sum(v) / len(v), min(v), max(v)) for k, v in vals.items()}
+    return out
+
+# %% ../nbs/05_heads.ipynb #br000010
+def plot_recipes(res: dict):
+    "One panel per task: each recipe's dev mean over seeds (bar), the seeds' range (line), the goal (dashed)."
+    import matplotlib.pyplot as plt
+    summ, goal = recipe_summary(res), res.get("goal", {})
+    labels = list(summ)
+    fig, axes = plt.subplots(1, len(RECIPE_TASKS), figsize=(11, 0.9 + 0.42 * len(labels)), sharey=True)
+    for ax, (t, title) in zip(axes, RECIPE_TASKS.items()):
+        m = [summ[l][t][0] for l in labels]
+        lo = [summ[l][t][0] - summ[l][t][1] for l in labels]        # mean - min
+        hi = [summ[l][t][2] - summ[l][t][0] for l in labels]        # max - mean
+        ax.barh(range(len(labels)), m, xerr=[lo, hi], color=[f"C{i}" for i in range(len(labels))], capsize=3)
+        for y, v in enumerate(m): ax.text(v + hi[y], y, f" {v:.3f}", va="center", ha="left", fontsize=8)
+        if t in goal: ax.axvline(goal[t], ls="--", color="k", lw=1)
+        low, high = min(summ[l][t][1] for l in labels), max(max(m), goal.get(t, 0))
+        ax.set_xlim(low - 0.3 * (high - low), high + 0.35 * (high - low))
+        ax.set_title(title + (f" (goal {goal[t]:.2f}, dashed)" if t in goal else ""), fontsize=9)
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=8); axes[0].invert_yaxis()
+    fig.suptitle("dev, all-MiniLM-L6-v2, 800 steps; bars: mean over seeds, lines: the seeds' range",
+                 fontsize=9)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/05_heads.ipynb #ts000001
