@@ -7,6 +7,7 @@ Docs: https://minbert-nb.github.io/minbert-nb/engineering/checkpoint.html.md"""
 # %% ../nbs/engineering/01_checkpoint.ipynb #ck000004
 from __future__ import annotations
 import json, os, random, shutil, socket, sys, tempfile, time
+from importlib.resources import files
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ from fastcore.basics import patch
 from safetensors.torch import load_file, save_file
 
 # %% auto #0
-__all__ = ['MANIFEST', 'CheckpointError', 'atomic_write', 'save_json', 'save_tensors', 'read_json', 'read_tensors',
+__all__ = ['MANIFEST', 'CheckpointError', 'atomic_write', 'save_json', 'save_tensors', 'read_json', 'load_result', 'read_tensors',
            'write_folder', 'check_folder', 'RunLockedError', 'RunLock', 'opt_to_files', 'opt_from_files', 'rng_state',
            'set_rng_state', 'split_tensors', 'join_tensors', 'config_diff']
 
@@ -61,6 +62,12 @@ def read_json(path) -> dict:
     try: return json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{p}: not valid JSON ({e}); the file is damaged or truncated") from None
+
+def load_result(name: str) -> dict:
+    "A measured result that ships with the package (`minbert_nb/results/NAME.json`)."
+    p = Path(str(files("minbert_nb") / "results" / f"{name}.json"))
+    if not p.exists(): raise FileNotFoundError(f"{p}: no such packaged result")
+    return read_json(p)
 
 def read_tensors(path, device: str = "cpu") -> dict[str, torch.Tensor]:
     "A safetensors file; a `CheckpointError` naming it when it is missing, empty or truncated."

@@ -17,8 +17,8 @@ import torch
 # %% auto #0
 __all__ = ['REQUIRED_KEYS', 'PRESETS', 'DEVICES', 'OFFLINE_MODEL', 'ConfigError', 'coerce', 'check_fields', 'check_range',
            'build', 'BertConfig', 'config_from_dict', 'load_config', 'config_to_dict', 'read_yaml', 'preset',
-           'seed_everything', 'pick_device', 'pick_amp', 'cpu_flags', 'cpu_has_bf16', 'cpu_name', 'offline_model_dir',
-           'resolve_model', 'Registry']
+           'seed_everything', 'pick_device', 'pick_amp', 'bf16_native', 'cpu_flags', 'cpu_has_bf16', 'cpu_name',
+           'offline_model_dir', 'resolve_model', 'Registry']
 
 # %% ../nbs/00_config.ipynb #d0cd3d18
 class ConfigError(ValueError):
@@ -251,25 +251,34 @@ def pick_amp(amp: Literal["auto", "off", "bf16", "fp16"], device) -> tuple[torch
     if amp not in ("auto", "off", "bf16", "fp16"):
         raise ConfigError(f"amp must be one of auto, off, bf16, fp16, got {amp!r}")
     if amp == "off" or (amp == "auto" and dev.type != "cuda"): return None, False
-    if amp == "bf16":
-        if dev.type == "cpu" and not cpu_has_bf16():
-            warnings.warn("amp bf16 on a CPU without bfloat16 units (AMX or AVX512-BF16) is emulated and "
-                          "may run slower than fp32; use amp off (--amp off) there")
-        if dev.type == "cuda" and torch.cuda.get_device_capability(dev)[0] < 8:
-            warnings.warn("amp bf16 on a GPU older than Ampere (a T4 is 7.5) is emulated and slow; "
-                          "use amp auto (--amp auto: fp16 with loss scaling) there")
-        return torch.bfloat16, False
     if amp == "fp16": return torch.float16, dev.type == "cuda"
-    major, _ = torch.cuda.get_device_capability(dev)       # auto on a GPU: bf16 only where it is native
-    return (torch.bfloat16, False) if major >= 8 else (torch.float16, True)
+    native = bf16_native(dev)
+    if amp == "bf16":
+        if not native:
+            warnings.warn(f"amp bf16 on this {dev.type.upper()} is emulated (no bfloat16 units: AMX or AVX512-BF16 "
+                          "on a CPU, Ampere or later on a GPU) and may run slower than fp32; use amp off on a "
+                          "CPU, amp auto (fp16 with loss scaling) on a GPU")
+        return torch.bfloat16, False
+    return (torch.bfloat16, False) if native else (torch.float16, True)   # auto on a GPU
+
+def bf16_native(device) -> bool:
+    "Whether `device` multiplies bfloat16 matrices in hardware (a T4 is 7.5 and emulates them)."
+    dev = torch.device(device)
+    if dev.type == "cpu": return cpu_has_bf16()
+    if dev.type == "cuda": return torch.cuda.get_device_capability(dev)[0] >= 8
+    return True
+
+def _cpuinfo(key: str) -> str | None:
+    "The value of the first `key` line of /proc/cpuinfo (None where there is no such file or line)."
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(key): return line.split(":", 1)[1].strip()
+    except OSError: pass
+    return None
 
 def cpu_flags() -> set[str]:
     "The CPU's feature flags (from /proc/cpuinfo; empty where there is none)."
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"): return set(line.split(":", 1)[1].split())
-    except OSError: pass
-    return set()
+    return set((_cpuinfo("flags") or "").split())
 
 def cpu_has_bf16() -> bool:
     "Whether the CPU multiplies bfloat16 matrices in hardware (Intel AMX or AVX512-BF16)."
@@ -277,11 +286,7 @@ def cpu_has_bf16() -> bool:
 
 def cpu_name() -> str:
     "The CPU's model name (from /proc/cpuinfo where there is one), for the record of a measurement."
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 # %% ../nbs/00_config.ipynb #6478f609
 OFFLINE_MODEL = "minilm"  # the name that stands for the bundled offline checkpoint

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import json, os, platform
 from dataclasses import dataclass, replace
-from importlib.resources import files
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from .config import ConfigError, OFFLINE_MODEL, build, check_fields, check_range, cpu_name
 from .bert import load_tokenizer
-from .checkpoint import read_json, save_json
+from .checkpoint import load_result, read_json, save_json
 from .heads import load_multitask
 from .evaluate import METRIC, predict_dataset, read_history
 from .run import (RunConfig, build_sets, find_config, merge_config, read_config, run_train)
 
 # %% auto #0
 __all__ = ['PRETRAIN_KINDS', 'AblationRow', 'ExperimentProfile', 'load_profile', 'row_run_config', 'pretrain_run_config',
-           'best_row_predictions', 'run_experiments', 'ablation_table', 'plot_ablation', 'write_table', 'load_result',
-           'compare_runs', 'cpu_budget', 'at_cpu', 'verdict', 'regime_summary', 'regime_table', 'plot_score_vs_time',
+           'best_row_predictions', 'run_experiments', 'ablation_table', 'plot_ablation', 'write_table', 'compare_runs',
+           'cpu_budget', 'at_cpu', 'verdict', 'regime_summary', 'regime_table', 'plot_score_vs_time',
            'plot_regime_curves', 'conflict_rates']
 
 # %% ../nbs/13_experiments.ipynb #95b4ee60
@@ -309,13 +308,6 @@ def write_table(results: dict, out) -> tuple[Path, Path]:
     fig = (plot_score_vs_time if results.get("seeds") else plot_ablation)(results)
     fig.savefig(out/"chart.png", dpi=110); plt.close(fig)
     return out/"table.md", out/"chart.png"
-
-# %% ../nbs/13_experiments.ipynb #bb2e8c98
-def load_result(name: str) -> dict:
-    "A measured result that ships with the package (`experiments-quick-cpu`, …)."
-    p = Path(str(files("minbert_nb") / "results" / f"{name}.json"))
-    if not p.exists(): raise FileNotFoundError(f"{p}: no such packaged result")
-    return read_json(p)
 
 # %% ../nbs/13_experiments.ipynb #825b38cf
 def compare_runs(a: dict, b: dict, metric: str = "overall") -> list[tuple[str, float, float, float]]:

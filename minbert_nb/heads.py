@@ -26,8 +26,7 @@ from .checkpoint import (CheckpointError, check_folder, read_json, read_tensors,
 # %% auto #0
 __all__ = ['OutputKind', 'TASK_MODULES', 'TASK_TYPES', 'RECIPE_TASKS', 'task_type', 'HeadsConfig', 'LinearHead', 'cosine_score',
            'Branch', 'MultitaskBert', 'Task', 'Sentiment', 'Paraphrase', 'Similarity', 'Entailment', 'branch_plan',
-           'plot_branches', 'load_recipes', 'recipe_summary', 'plot_recipes', 'save_multitask', 'checkpoint_folder',
-           'load_multitask']
+           'plot_branches', 'recipe_summary', 'plot_recipes', 'save_multitask', 'checkpoint_folder', 'load_multitask']
 
 # %% ../nbs/05_heads.ipynb #1f3c9b73
 OutputKind = Literal["multiclass", "binary", "regression"]
@@ -293,11 +292,6 @@ def plot_branches(model: MultitaskBert):
 
 # %% ../nbs/05_heads.ipynb #br000009
 RECIPE_TASKS = {"sst": "SST acc", "para": "Quora acc", "sts": "STS r"}
-
-def load_recipes(name: str = "recipes-quick-cpu") -> dict:
-    "A recipe comparison shipped with the package (`minbert_nb/results/NAME.json`): dev scores per seed."
-    from importlib.resources import files
-    return read_json(Path(str(files("minbert_nb") / "results" / f"{name}.json")))
 
 def recipe_summary(res: dict) -> dict[str, dict[str, tuple[float, float, float]]]:
     "recipe → task → (mean, min, max) over its seeds; `overall` is the CS224N (SST + Quora + (r+1)/2) / 3."
