@@ -255,9 +255,9 @@ def pick_amp(amp: Literal["auto", "off", "bf16", "fp16"], device) -> tuple[torch
     native = bf16_native(dev)
     if amp == "bf16":
         if not native:
-            warnings.warn(f"amp bf16 on this {dev.type.upper()} is emulated (no bfloat16 units: AMX or AVX512-BF16 "
-                          "on a CPU, Ampere or later on a GPU) and may run slower than fp32; use amp off on a "
-                          "CPU, amp auto (fp16 with loss scaling) on a GPU")
+            warnings.warn(f"amp bf16 on this {dev.type.upper()} is emulated (no bfloat16 units: AMX or "
+                          "AVX512-BF16 on a CPU, Ampere or later on a GPU) and may run slower than fp32; "
+                          "use amp off on a CPU, amp auto (fp16 with loss scaling) on a GPU")
         return torch.bfloat16, False
     return (torch.bfloat16, False) if native else (torch.float16, True)   # auto on a GPU
 
@@ -268,6 +268,7 @@ def bf16_native(device) -> bool:
     if dev.type == "cuda": return torch.cuda.get_device_capability(dev)[0] >= 8
     return True
 
+# %% ../nbs/00_config.ipynb #e38d89aa-1
 def _cpuinfo(key: str) -> str | None:
     "The value of the first `key` line of /proc/cpuinfo (None where there is no such file or line)."
     try:
