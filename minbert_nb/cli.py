@@ -82,6 +82,7 @@ def run_overrides(args) -> tuple[dict, dict]:
     if args.lora is not None: put("lora", args.lora, "--lora")
     for flag in ("pcgrad", "famo"):
         if getattr(args, flag): put(flag, True, f"--{flag}")
+    if args.distill is not None: put("distill", {} if args.distill else False, "--distill")
     return d, keys
 
 def _name_flag(e: ConfigError, keys: dict) -> ConfigError:
@@ -177,6 +178,8 @@ def _add_run_flags(t, default_config: str | None):
     t.add_argument("--r3f", help="R3F weight lambda per task, e.g. sts=1")
     t.add_argument("--pcgrad", action="store_true", help="PCGrad gradient surgery between the tasks")
     t.add_argument("--famo", action="store_true", help="FAMO dynamic task weights")
+    t.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn from single-task teachers, trained first into OUT/teachers (14_distill)")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last exists")
     t.add_argument(
         "--resume-changed", action="store_true", help="resume OUT/last even though settings changed")

@@ -52,6 +52,7 @@ class RunConfig:
     pcgrad: Any = None  # PCGradConfig: gradient surgery instead of the weighted sum (11_pcgrad)
     famo: Any = None                         # FAMOConfig: dynamic task weights (11_pcgrad)
     lora: Any = None                         # LoRAConfig: adapters on a frozen encoder (12_lora)
+    distill: Any = None  # DistillConfig: learn from single-task teachers, annealed (14_distill)
 
     def __post_init__(self):
         check_fields(self)
@@ -90,9 +91,12 @@ class Technique:
     parse: Callable[[Any, RunConfig], Any]  # the YAML / flag value → typed settings (a ConfigError otherwise)
     apply: Callable[[Run, Any], None]             # change the run's model, strategy, regularizers or export
     order: int = 1  # applied in this order: LoRA (0) changes the parameters the others see
+    # work to finish before the model is built, (rc, settings, progress, resume) → None: train teachers
+    prepare: Callable[[RunConfig, Any, bool, bool], None] | None = None
 
 TECHNIQUE_MODULES = {"mlm": "minbert_nb.pretrain", "smart": "minbert_nb.smart", "r3f": "minbert_nb.smart",
-                     "pcgrad": "minbert_nb.pcgrad", "famo": "minbert_nb.pcgrad", "lora": "minbert_nb.lora"}
+                     "pcgrad": "minbert_nb.pcgrad", "famo": "minbert_nb.pcgrad", "lora": "minbert_nb.lora",
+                     "distill": "minbert_nb.distill"}
 TECHNIQUES = Registry(TECHNIQUE_MODULES)           # filled in by the lessons that define them
 
 def technique(name: str) -> Technique:
@@ -215,6 +219,8 @@ def run_train(rc: RunConfig, progress: bool = True, resume: bool = True, allow_c
     with RunLock(out) if d.main else _Unlocked():
         if resume: check_resume(rc, allow_changes)
         if d.main: save_json(run_config_to_dict(rc), out/"run_config.json")
+        for name, settings in rc.techniques():
+            if p := technique(name).prepare: p(rc, settings, progress, resume)
         run = build_run(rc, d.device)
         train_sets, dev_sets = build_sets(rc, run.tokenizer, "train", rc.train_limit), build_sets(
             rc, run.tokenizer, "dev")

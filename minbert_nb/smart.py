@@ -213,12 +213,15 @@ def add_regularizer(run, task: str, reg):
 
 # %% ../nbs/10_smart.ipynb #8b3a2202-1
 class _Both:
-    "Two regularizers of one task, summed; their `after_step` and checkpoint state pass through."
+    "Two regularizers of one task, summed; their `start`, `after_step` and checkpoint state pass through."
     def __init__(self, a, b): self.a, self.b = a, b
     def __call__(self, *args): return self.a(*args) + self.b(*args)
     def after_step(self, model, step):
         for r in (self.a, self.b):
             if hasattr(r, "after_step"): r.after_step(model, step)
+    def start(self, total_steps):
+        for r in (self.a, self.b):
+            if hasattr(r, "start"): r.start(total_steps)
     def state_dict(self) -> dict:
         return {k: getattr(r, "state_dict", dict)() for k, r in zip("ab", (self.a, self.b))}
     def load_state_dict(self, state: dict):

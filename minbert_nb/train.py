@@ -125,7 +125,8 @@ class TrainResult:
     # seconds of this call spent outside the model's step: data, eval, checkpoint
     timing: dict = field(default_factory=dict)
 
-# reg(model, task, batch, output, step) → μ·R, added to the task's objective
+# reg(model, task, batch, output, step) → μ·R, added to the task's objective; optional methods:
+# start(total_steps) before the first step, after_step(model, step), state_dict / load_state_dict
 Regularizer = Callable[..., torch.Tensor]
 
 # %% ../nbs/07_train.ipynb #d2d4730b
@@ -160,6 +161,8 @@ class Trainer:
         self.steps_per_epoch = cfg.steps_per_epoch or max(
             math.ceil(len(d) / (cfg.batch(t) * self.K)) for t, d in train_sets.items())
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        for r in self.regularizers.values():  # one that anneals over the run (14_distill) learns its length
+            if hasattr(r, "start"): r.start(self.total_steps)
         if cfg.head_only_steps >= self.total_steps:
             raise ConfigError(f"head_only_steps={cfg.head_only_steps} leaves no step for the encoder"
                               f" (the run has {self.total_steps})")

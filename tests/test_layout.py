@@ -12,7 +12,7 @@ PKG = REPO / "minbert_nb"
 # first, then the lessons in the order a student reads them, then the tools built on the whole kit.
 ORDER = ["config", "fastpath", "checkpoint", "distributed", "colab",                  # foundations
          "attention", "bert", "optim", "data", "batches", "heads", "evaluate", "train", "run",
-         "pretrain", "smart", "pcgrad", "lora", "experiments",                        # lessons 01–13
+         "pretrain", "smart", "pcgrad", "lora", "experiments", "distill",             # lessons 01–14
          "bench", "overheads", "exercises", "notebooks", "docs", "cli"]               # tools
 MAX_MODULE_LINES = 480   # the goal is ~400; the trainer (473), LoRA and the CLI are the three above it
 MAX_LINE = 110
