@@ -216,12 +216,11 @@ class _Both:
     "Two regularizers of one task, summed; their `start`, `after_step` and checkpoint state pass through."
     def __init__(self, a, b): self.a, self.b = a, b
     def __call__(self, *args): return self.a(*args) + self.b(*args)
-    def after_step(self, model, step):
+    def _each(self, method, *args):
         for r in (self.a, self.b):
-            if hasattr(r, "after_step"): r.after_step(model, step)
-    def start(self, total_steps):
-        for r in (self.a, self.b):
-            if hasattr(r, "start"): r.start(total_steps)
+            if hasattr(r, method): getattr(r, method)(*args)
+    def after_step(self, model, step): self._each("after_step", model, step)
+    def start(self, total_steps): self._each("start", total_steps)
     def state_dict(self) -> dict:
         return {k: getattr(r, "state_dict", dict)() for k, r in zip("ab", (self.a, self.b))}
     def load_state_dict(self, state: dict):

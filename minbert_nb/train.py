@@ -125,8 +125,7 @@ class TrainResult:
     # seconds of this call spent outside the model's step: data, eval, checkpoint
     timing: dict = field(default_factory=dict)
 
-# reg(model, task, batch, output, step) → μ·R, added to the task's objective; optional methods:
-# start(total_steps) before the first step, after_step(model, step), state_dict / load_state_dict
+# reg(model, task, batch, output, step) → μ·R added to the objective; may have start, after_step, state_dict
 Regularizer = Callable[..., torch.Tensor]
 
 # %% ../nbs/07_train.ipynb #d2d4730b
@@ -161,8 +160,7 @@ class Trainer:
         self.steps_per_epoch = cfg.steps_per_epoch or max(
             math.ceil(len(d) / (cfg.batch(t) * self.K)) for t, d in train_sets.items())
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        for r in self.regularizers.values():  # one that anneals over the run (14_distill) learns its length
-            if hasattr(r, "start"): r.start(self.total_steps)
+        self._hook("start", self.total_steps)  # a regularizer that anneals over the run (14_distill)
         if cfg.head_only_steps >= self.total_steps:
             raise ConfigError(f"head_only_steps={cfg.head_only_steps} leaves no step for the encoder"
                               f" (the run has {self.total_steps})")
@@ -171,6 +169,10 @@ class Trainer:
                                           epochs=max(1, math.ceil(self.total_steps / self.steps_per_epoch)),
                                           seed=cfg.seed)
         self._stop_signal, self._ctl = None, None
+    def _hook(self, method: str, *args):
+        "Call `method` once on each regularizer that has it (one shared by several tasks: once)."
+        for r in {id(r): r for r in self.regularizers.values()}.values():
+            if hasattr(r, method): getattr(r, method)(*args)
 
 # %% ../nbs/07_train.ipynb #tr000003
 @patch
@@ -242,8 +244,7 @@ def _train_step(self: Trainer):
     self.opt.zero_grad(set_to_none=True)
     self.sched.step()
     self.step += 1
-    for r in self.regularizers.values():  # e.g. a momentum teacher follows the weights
-        if hasattr(r, "after_step"): r.after_step(self.model, self.step)
+    self._hook("after_step", self.model, self.step)  # e.g. a momentum teacher follows the weights
 
 # %% ../nbs/07_train.ipynb #tr000007
 def _score(m: dict) -> float:

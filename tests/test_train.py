@@ -50,6 +50,18 @@ def test_nonfinite_loss_names_step_and_task(sets, tmp_path):
         Trainer(tiny(), TINY_TRAIN, sets, tmp_path, regularizers={"sts": poison}, progress=False).fit()
 
 
+def test_a_regularizer_shared_by_tasks_is_started_and_stepped_once(sets, tmp_path):
+    class Counting:
+        def __init__(self): self.calls = []
+        def __call__(self, model, task, batch, out, step): return torch.zeros(())
+        def start(self, total_steps): self.calls.append(("start", total_steps))
+        def after_step(self, model, step): self.calls.append(("after_step", step))
+    reg = Counting()
+    cfg = replace(TINY_TRAIN, max_steps=3)
+    Trainer(tiny(), cfg, sets, tmp_path, regularizers={t: reg for t in HC.tasks}, progress=False).fit()
+    assert reg.calls == [("start", 3), ("after_step", 1), ("after_step", 2), ("after_step", 3)]
+
+
 def test_resume_with_accumulation_and_minbert_adamw(sets, tmp_path):
     cfg = replace(TINY_TRAIN, accum_steps=2, optimizer="minbert", log_every=1, sampler="proportional")
     full = Trainer(tiny(), cfg, sets, tmp_path / "a", progress=False).fit()
