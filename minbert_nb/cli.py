@@ -125,7 +125,9 @@ def cmd_train(args) -> int:
         json.dumps(m)
         if args.json
         else (f"dev (kept: step {m['best_step']}): {_fmt_scores(m['dev'])}\nmodel: {Path(rc.out)/'best'} "
-              f" ({m['train_seconds']:.0f} s training)")
+              f" ({m['train_seconds']:.0f} s training"
+              + "".join(f", {s:.0f} s before it for {n}" for n, s in m.get("prepare_seconds", {}).items())
+              + ")")
     )
     return 0
 
@@ -134,7 +136,7 @@ def _task_files(args) -> dict:
 
 # %% ../nbs/engineering/09_cli.ipynb #cl000002-1
 def cmd_evaluate(args) -> int:
-    "Score labelled CS224N-layout files with a checkpoint."
+    "Score labelled CS224N-layout files with a checkpoint, or the ensemble of several."
     from minbert_nb.run import run_evaluate
     m = run_evaluate(args.checkpoint, _task_files(args), device=args.device)
     print(json.dumps(m) if args.json else _fmt_scores(m))
@@ -189,7 +191,8 @@ def _add_run_flags(t, default_config: str | None):
 # %% ../nbs/engineering/09_cli.ipynb #cl000003-1
 def _add_file_flags(e):
     e.add_argument(
-        "--checkpoint", required=True, help="a run folder written by `minbert train` (or its best/)")
+        "--checkpoint", required=True, nargs="+",
+        help="a run folder written by `minbert train` (or its best/); several: their ensemble")
     e.add_argument("--sst", help="SST file (CS224N layout)")
     e.add_argument("--para", help="Quora file")
     e.add_argument("--sts", help="STS file")

@@ -8,10 +8,11 @@ Docs: https://minbert-nb.github.io/minbert-nb/evaluate.html.md"""
 from __future__ import annotations
 import json, re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from scipy.stats import pearsonr
 
 from .config import ConfigError
@@ -19,8 +20,9 @@ from .batches import TaskDataset, to_device
 from .heads import MultitaskBert
 
 # %% auto #0
-__all__ = ['METRIC', 'PRED_HEADER', 'SST_LABELS', 'accuracy', 'pearson', 'overall_score', 'score_tasks', 'predict_dataset',
-           'evaluate_model', 'make_evaluator', 'prediction_path', 'write_predictions', 'read_predictions', 'confusion',
+__all__ = ['METRIC', 'PRED_HEADER', 'SST_LABELS', 'accuracy', 'pearson', 'overall_score', 'score_tasks', 'dataset_outputs',
+           'predict_dataset', 'evaluate_model', 'make_evaluator', 'mean_output', 'Ensemble', 'ensemble_curve',
+           'plot_ensemble_curve', 'prediction_path', 'write_predictions', 'read_predictions', 'confusion',
            'plot_confusion', 'plot_sts_scatter', 'plot_label_distributions', 'read_history', 'plot_history',
            'loss_trace']
 
@@ -55,16 +57,19 @@ def score_tasks(results: dict) -> dict:
 
 # %% ../nbs/06_evaluate.ipynb #fba59c93
 @torch.no_grad()
-def predict_dataset(model: MultitaskBert, ds: TaskDataset, task: str, batch_size: int = 128
-) -> tuple[list, list, list]:
-    "(ids, predictions, gold labels or None) for every item of `ds`, in file order."
+def dataset_outputs(model: MultitaskBert, ds: TaskDataset, task: str, batch_size: int = 128) -> torch.Tensor:
+    "The task's outputs (logits or scores, fp32) for every item of `ds`, in file order."
     model.eval()
     dev = next(model.parameters()).device
     order = sorted(range(len(ds)), key=lambda i: ds.lengths[i])
-    preds = [None] * len(ds)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        for i, p in zip(idx, model.predict(task, to_device(ds.batch(idx), dev)).tolist()): preds[i] = p
+    out = [model.task_forward(task, to_device(ds.batch(order[s:s + batch_size]), dev)).float()
+           for s in range(0, len(order), batch_size)]
+    return torch.cat(out)[torch.as_tensor(order).argsort()] if out else torch.empty(0)   # back to file order
+
+def predict_dataset(model: MultitaskBert, ds: TaskDataset, task: str, batch_size: int = 128
+) -> tuple[list, list, list]:
+    "(ids, predictions, gold labels or None) for every item of `ds`, in file order."
+    preds = model.task(task).predict(dataset_outputs(model, ds, task, batch_size)).tolist() if len(ds) else []
     return [e.id for e in ds.examples], preds, [e.label for e in ds.examples]
 
 
@@ -85,6 +90,62 @@ def evaluate_model(model: MultitaskBert, sets: dict[str, TaskDataset], batch_siz
 def make_evaluator(sets: dict[str, TaskDataset], batch_size: int = 128) -> Callable[[MultitaskBert], dict]:
     "The trainer's `evaluator`: model → dev metrics."
     return lambda model: evaluate_model(model, sets, batch_size)
+
+# %% ../nbs/06_evaluate.ipynb #ens00002
+def mean_output(kind: str, outputs: list[torch.Tensor]) -> torch.Tensor:
+    "The ensemble's output: log of the mean class probabilities, logit of the mean σ, or the mean score."
+    z = torch.stack([o.float() for o in outputs])          # (M, B, n) or (M, B)
+    if kind == "multiclass": return z.softmax(-1).mean(0).log()
+    if kind == "binary":
+        p = torch.sigmoid(z).mean(0).clamp(1e-7, 1 - 1e-7)
+        return p.log() - (1 - p).log()
+    return z.mean(0)
+
+class Ensemble(nn.Module):
+    "Models with the same tasks and inputs, predicting as one: the mean of their probabilities or scores."
+    def __init__(self, models: Sequence[MultitaskBert]):
+        super().__init__()
+        if not models: raise ConfigError("an ensemble needs at least one model")
+        self.members, self.cfg = nn.ModuleList(models), models[0].cfg
+        for i, m in enumerate(models[1:], 1):
+            got = {t: m.cfg.pair_mode(t) for t in m.cfg.tasks}
+            if got != (want := {t: self.cfg.pair_mode(t) for t in self.cfg.tasks}):
+                raise ConfigError(f"ensemble member {i} has tasks and inputs {got}, member 0 has {want}")
+
+    def task(self, name: str): return self.members[0].task(name)
+
+    @torch.no_grad()
+    def task_forward(self, task: str, batch: dict) -> torch.Tensor:
+        return mean_output(self.task(task).kind, [m.task_forward(task, batch) for m in self.members])
+
+    @torch.no_grad()
+    def predict(self, task: str, batch: dict) -> torch.Tensor:
+        return self.task(task).predict(self.task_forward(task, batch))
+
+# %% ../nbs/06_evaluate.ipynb #ens00007
+def ensemble_curve(models: Sequence[MultitaskBert], sets: dict[str, TaskDataset], batch_size: int = 128
+                   ) -> list[dict]:
+    "Metrics of the ensembles of the first 1, 2, …, M `models` on labelled `sets`."
+    outs = {t: [dataset_outputs(m, ds, t, batch_size) for m in models] for t, ds in sets.items()}
+    gold = {t: [e.label for e in ds.examples] for t, ds in sets.items()}
+    task = models[0].task
+    return [score_tasks({t: (task(t).predict(mean_output(task(t).kind, o[:k])).tolist(), gold[t])
+                         for t, o in outs.items()}) for k in range(1, len(models) + 1)]
+
+# %% ../nbs/06_evaluate.ipynb #ens00010
+def plot_ensemble_curve(res: dict):
+    "Dev SST, Quora, STS and overall against the number of models averaged; the goal dashed."
+    import matplotlib.pyplot as plt
+    panels = [("sst_acc", "SST accuracy", "sst"), ("para_acc", "Quora accuracy", "para"),
+              ("sts_pearson", "STS Pearson r", "sts"), ("overall", "overall", "overall")]
+    M = range(1, len(res["curve"]) + 1)
+    fig, axs = plt.subplots(1, 4, figsize=(13, 2.8))
+    for ax, (key, title, g) in zip(axs, panels):
+        ax.plot(M, [r[key] for r in res["curve"]], marker="o", ms=3, label="ensemble of M")
+        if g in res.get("goal", {}): ax.axhline(res["goal"][g], ls="--", color="gray", label="goal")
+        ax.set_title(title); ax.set_xlabel("models averaged (M)")
+    axs[0].legend(fontsize=8); fig.tight_layout()
+    return fig
 
 # %% ../nbs/06_evaluate.ipynb #ef3bb396
 PRED_HEADER = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase",

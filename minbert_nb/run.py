@@ -18,9 +18,9 @@ from .config import (ConfigError, OFFLINE_MODEL, Registry, build, check_fields, 
                                read_yaml, resolve_model, seed_everything)
 from .bert import BertModel, load_tokenizer
 from .data import DataError, load_split, read_task_file
-from .batches import TaskDataset
+from .batches import TaskDataset, tokenizer_hash
 from .heads import HeadsConfig, MultitaskBert, load_multitask, task_type
-from .evaluate import evaluate_model, predict_dataset, write_predictions
+from .evaluate import Ensemble, evaluate_model, predict_dataset, write_predictions
 from .checkpoint import RunLock, config_diff, read_json, save_json
 from .distributed import dist_setup
 from .train import Strategy, TrainConfig, Trainer
@@ -29,7 +29,7 @@ from .colab import live
 # %% auto #0
 __all__ = ['TECHNIQUE_MODULES', 'TECHNIQUES', 'RunConfig', 'Run', 'Technique', 'technique', 'config_dir', 'find_config',
            'merge_config', 'read_config', 'load_run_config', 'run_config_to_dict', 'build_sets', 'count_parameters',
-           'build_run', 'check_resume', 'run_train', 'run_evaluate', 'run_predict', 'model_predictor',
+           'build_run', 'check_resume', 'run_train', 'load_models', 'run_evaluate', 'run_predict', 'model_predictor',
            'plot_predictions', 'try_sentence_panel']
 
 # %% ../nbs/08_run.ipynb #e8dbe6de
@@ -219,8 +219,10 @@ def run_train(rc: RunConfig, progress: bool = True, resume: bool = True, allow_c
     with RunLock(out) if d.main else _Unlocked():
         if resume: check_resume(rc, allow_changes)
         if d.main: save_json(run_config_to_dict(rc), out/"run_config.json")
+        before = {}                             # seconds of each technique's work before training (teachers)
         for name, settings in rc.techniques():
-            if p := technique(name).prepare: p(rc, settings, progress, resume)
+            if p := technique(name).prepare:
+                t1 = time.time(); p(rc, settings, progress, resume); before[name] = round(time.time() - t1, 1)
         run = build_run(rc, d.device)
         train_sets, dev_sets = build_sets(rc, run.tokenizer, "train", rc.train_limit), build_sets(
             rc, run.tokenizer, "dev")
@@ -232,7 +234,7 @@ def run_train(rc: RunConfig, progress: bool = True, resume: bool = True, allow_c
         res = trainer.fit(resume=resume, allow_changes=allow_changes)
         metrics = {"dev": res.best, "best_step": trainer.best.get("step"), "steps": res.step,
                    "interrupted": res.interrupted, "train_seconds": round(res.seconds, 1),
-                   "total_seconds": round(time.time() - t0, 1),
+                   "total_seconds": round(time.time() - t0, 1), "prepare_seconds": before,
                    "train_cpu_seconds": round(time.process_time() - c0, 1),
                    "threads": torch.get_num_threads(), "trainable_params": trainable, "total_params": total,
                    "train_examples": {t: len(ds) for t, ds in train_sets.items()}, "device": str(d.device),
@@ -247,7 +249,8 @@ class _Unlocked:
 
 # %% ../nbs/08_run.ipynb #d8954008
 def _file_sets(
-    model: MultitaskBert, tok, files: dict[str, str], labelled: bool, skip_bad: bool, max_len: int = 512):
+    model: MultitaskBert | Ensemble, tok, files: dict[str, str], labelled: bool, skip_bad: bool,
+    max_len: int = 512):
     sets = {}
     for t, f in files.items():
         if f is None: continue
@@ -265,15 +268,25 @@ def _file_sets(
     return sets
 
 
+def load_models(checkpoints, device: str = "cpu") -> tuple[MultitaskBert | Ensemble, Any]:
+    "The model of one checkpoint folder, or the `Ensemble` of several (one tokenizer), and the tokenizer."
+    paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    models, toks = [load_multitask(p).to(device) for p in paths], [load_tokenizer(p) for p in paths]
+    for p, t in zip(paths[1:], toks[1:]):
+        if tokenizer_hash(t) != tokenizer_hash(toks[0]):
+            raise ConfigError(f"--checkpoint {p}: its tokenizer splits text unlike that of {paths[0]}; an"
+                              " ensemble reads one tokenization")
+    return (models[0] if len(models) == 1 else Ensemble(models)), toks[0]
+
 def run_evaluate(checkpoint, files: dict[str, str], device: str = "cpu") -> dict:
-    "Scores of labelled files `{task: path}` under a checkpoint folder (or a run folder)."
-    model, tok = load_multitask(checkpoint).to(device), load_tokenizer(checkpoint)
+    "Scores of labelled files `{task: path}` under a checkpoint (or run) folder, or the ensemble of several."
+    model, tok = load_models(checkpoint, device)
     return evaluate_model(model, _file_sets(model, tok, files, labelled=True, skip_bad=True))
 
 def run_predict(checkpoint, files: dict[str, str], out_dir, split: str = "test", device: str = "cpu",
                 skip_bad: bool = False, overwrite: bool = False) -> list[Path]:
-    "Write CS224N-layout prediction files for `{task: path}` (labels not needed)."
-    model, tok = load_multitask(checkpoint).to(device), load_tokenizer(checkpoint)
+    "CS224N-layout prediction files for `{task: path}` (labels not needed), of one checkpoint or several."
+    model, tok = load_models(checkpoint, device)
     sets = _file_sets(model, tok, files, labelled=False, skip_bad=skip_bad)
     paths = []
     for t, ds in sets.items():

@@ -46,3 +46,26 @@ def test_two_processes_equal_one_process_with_the_combined_batch(tmp_path):
     wrong = max_param_diff(tmp_path / "noavg2", tmp_path / "ws1")
     print(f"without averaging: max |Δθ| = {wrong:.2e}")
     assert wrong > 100 * TOL, wrong
+
+
+def distill_worker(root):
+    "Runs in each of the 2 processes: the distillation run of `14_distill`'s sample example, teachers and student."
+    import warnings
+    from minbert_nb.run import RunConfig, run_train
+    from minbert_nb.train import TrainConfig
+    warnings.simplefilter("ignore")                                 # "this is the small bundled sample"
+    tiny = dict(max_steps=2, batch_size=8, max_len=48, log_every=1, eval_every=2, device="cpu")
+    run_train(RunConfig(out=root, train=TrainConfig(**tiny), distill={"teacher_steps": 2}), progress=False)
+
+
+def test_distillation_trains_its_teachers_and_student_data_parallel(tmp_path):
+    "Under 2 processes the teachers (a run inside the run) train data-parallel once each, then the student."
+    from minbert_nb.checkpoint import read_json
+    launch_local(distill_worker, 2, str(tmp_path))
+    for d in [tmp_path/"teachers"/t for t in ("sst", "para", "sts")] + [tmp_path]:
+        m = read_json(d/"metrics.json")
+        assert (m["processes"], m["steps"], m["interrupted"]) == (2, 2, False), (d, m)
+        assert (d/"best"/"model.safetensors").exists(), d
+    assert list(read_json(tmp_path/"metrics.json")["prepare_seconds"]) == ["distill"]
+    logged = [r for r in read_history(tmp_path/"teachers"/"sst") if "loss/sst" in r]
+    assert [r["step"] for r in logged] == [1, 2], logged                          # one log, not one per process
