@@ -17,7 +17,7 @@ from scipy.stats import pearsonr
 
 from .config import ConfigError
 from .batches import TaskDataset, to_device
-from .heads import MultitaskBert
+from .heads import MultitaskBert, OutputKind
 
 # %% auto #0
 __all__ = ['METRIC', 'PRED_HEADER', 'SST_LABELS', 'accuracy', 'pearson', 'overall_score', 'score_tasks', 'dataset_outputs',
@@ -92,7 +92,9 @@ def make_evaluator(sets: dict[str, TaskDataset], batch_size: int = 128) -> Calla
     return lambda model: evaluate_model(model, sets, batch_size)
 
 # %% ../nbs/06_evaluate.ipynb #ens00002
-def mean_output(kind: str, outputs: list[torch.Tensor]) -> torch.Tensor:
+def mean_output(kind: OutputKind, # "multiclass", "binary" or "regression" (the task's `kind`)
+                outputs: list[torch.Tensor], # M models' outputs: logits (B, K), a logit (B,) or a score (B,)
+                ) -> torch.Tensor:
     "The ensemble's output: log of the mean class probabilities, logit of the mean σ, or the mean score."
     z = torch.stack([o.float() for o in outputs])          # (M, B, n) or (M, B)
     if kind == "multiclass": return z.softmax(-1).mean(0).log()
@@ -101,6 +103,7 @@ def mean_output(kind: str, outputs: list[torch.Tensor]) -> torch.Tensor:
         return p.log() - (1 - p).log()
     return z.mean(0)
 
+# %% ../nbs/06_evaluate.ipynb #ens0002c
 class Ensemble(nn.Module):
     "Models with the same tasks and inputs, predicting as one: the mean of their probabilities or scores."
     def __init__(self, models: Sequence[MultitaskBert]):

@@ -40,13 +40,15 @@ EXERCISES = {
     "02_bert": {"BertEmbeddings.forward", "AddNorm.forward", "BertAttention.forward", "BertIntermediate.forward", "BertLayer.forward"},
     "03_optim": {"AdamW.step"},
     "05_heads": {"Sentiment.forward", "Paraphrase.forward", "Similarity.forward"},
+    "06_evaluate": {"mean_output"},
     "10_smart": {"smart_term"},
     "11_pcgrad": {"pc_coefficients", "project_conflicting"},
     "12_lora": {"LoRALinear.delta_weight", "LoRALinear.forward", "merge", "unmerge"},
     "14_distill": {"distill_loss"},
 }
 RAISED = {"01_attention": {"attention"}, "02_bert": {"BertEmbeddings.forward", "BertAttention.forward", "BertLayer.forward"},
-          "03_optim": {"AdamW.step"}, "05_heads": {"Sentiment.forward", "Paraphrase.forward"}, "10_smart": {"smart_term"},
+          "03_optim": {"AdamW.step"}, "05_heads": {"Sentiment.forward", "Paraphrase.forward"}, "06_evaluate": {"mean_output"},
+          "10_smart": {"smart_term"},
           "11_pcgrad": {"pc_coefficients", "project_conflicting"}, "12_lora": {"LoRALinear.delta_weight", "LoRALinear.forward", "merge"},
           "14_distill": {"distill_loss"}}
 NEAR = 5  # a check fails at most this many cells after each exercise cell
