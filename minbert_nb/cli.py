@@ -121,13 +121,13 @@ def cmd_train(args) -> int:
         print(f"minbert {args.command}: interrupted at step {m['steps']}; checkpoint saved in"
               f" {Path(rc.out)/'last'} — run the same command again to resume", file=sys.stderr)
         return 130
+    prep = m.get("prepare_seconds", {})                  # e.g. the teachers of distill
+    before = "".join(f", {s:.0f} s before it for {n}" for n, s in prep.items() if s >= 1)
     print(
         json.dumps(m)
         if args.json
         else (f"dev (kept: step {m['best_step']}): {_fmt_scores(m['dev'])}\nmodel: {Path(rc.out)/'best'} "
-              f" ({m['train_seconds']:.0f} s training"
-              + "".join(f", {s:.0f} s before it for {n}" for n, s in m.get("prepare_seconds", {}).items())
-              + ")")
+              f" ({m['train_seconds']:.0f} s training{before})")
     )
     return 0
 
@@ -143,7 +143,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 def cmd_predict(args) -> int:
-    "Write CS224N-layout prediction files."
+    "Write CS224N-layout prediction files of a checkpoint, or of the ensemble of several."
     from minbert_nb.run import run_predict
     for p in run_predict(args.checkpoint, _task_files(args), args.out, split=args.split, device=args.device,
                          skip_bad=args.skip_bad, overwrite=args.overwrite): print(p)
@@ -354,10 +354,11 @@ def cmd_bench(argv: list[str]) -> int:
 # %% ../nbs/engineering/09_cli.ipynb #89bd1462-2
 def _add_file_commands(sub):
     "`minbert evaluate` and `minbert predict`: a checkpoint on labelled or unlabelled files."
-    e = sub.add_parser("evaluate", help="score labelled files with a checkpoint")
+    e = sub.add_parser("evaluate", help="score labelled files with a checkpoint (or several: their ensemble)")
     _add_file_flags(e); e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
-    pr = sub.add_parser("predict", help="write CS224N-layout prediction files")
+    pr = sub.add_parser("predict",
+                        help="write CS224N-layout prediction files (several checkpoints: their ensemble)")
     _add_file_flags(pr); pr.add_argument("--out", required=True, help="folder for the prediction files")
     pr.add_argument("--split", default="test", help="split name in the file names (default test)")
     pr.add_argument("--skip-bad",

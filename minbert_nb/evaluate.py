@@ -104,6 +104,10 @@ def mean_output(kind: OutputKind, # "multiclass", "binary" or "regression" (the 
     return z.mean(0)
 
 # %% ../nbs/06_evaluate.ipynb #ens0002c
+def _outputs_of(m: MultitaskBert) -> dict:
+    "Task → (how it reads its inputs, number of classes): what members of an ensemble must share."
+    return {t: (m.cfg.pair_mode(t), getattr(m.cfg, f"n_{t}", None)) for t in m.cfg.tasks}
+
 class Ensemble(nn.Module):
     "Models with the same tasks and inputs, predicting as one: the mean of their probabilities or scores."
     def __init__(self, models: Sequence[MultitaskBert]):
@@ -111,9 +115,9 @@ class Ensemble(nn.Module):
         if not models: raise ConfigError("an ensemble needs at least one model")
         self.members, self.cfg = nn.ModuleList(models), models[0].cfg
         for i, m in enumerate(models[1:], 1):
-            got = {t: m.cfg.pair_mode(t) for t in m.cfg.tasks}
-            if got != (want := {t: self.cfg.pair_mode(t) for t in self.cfg.tasks}):
-                raise ConfigError(f"ensemble member {i} has tasks and inputs {got}, member 0 has {want}")
+            if (got := _outputs_of(m)) != (want := _outputs_of(models[0])):
+                raise ConfigError(
+                    f"ensemble member {i} has tasks (inputs, classes) {got}, member 0 has {want}")
 
     def task(self, name: str): return self.members[0].task(name)
 
