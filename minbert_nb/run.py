@@ -271,12 +271,12 @@ def _file_sets(
 def load_models(checkpoints, device: str = "cpu") -> tuple[MultitaskBert | Ensemble, Any]:
     "The model of one checkpoint folder, or the `Ensemble` of several (one tokenizer), and the tokenizer."
     paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
-    toks = [load_tokenizer(p) for p in paths]
-    for p, t in zip(paths[1:], toks[1:]):
-        if tokenizer_hash(t) != tokenizer_hash(toks[0]):
+    models, toks = [], []
+    for p in paths:                                    # stops at the first broken or mismatched checkpoint
+        models.append(load_multitask(p).to(device)); toks.append(load_tokenizer(p))
+        if tokenizer_hash(toks[-1]) != tokenizer_hash(toks[0]):
             raise ConfigError(f"--checkpoint {p}: its tokenizer splits text unlike that of {paths[0]}; an"
                               " ensemble reads one tokenization")
-    models = [load_multitask(p).to(device) for p in paths]
     return (models[0] if len(models) == 1 else Ensemble(models)), toks[0]
 
 def run_evaluate(checkpoint, files: dict[str, str], device: str = "cpu") -> dict:
