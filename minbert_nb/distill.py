@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from .config import ConfigError, build, check_fields, check_range
 from .heads import MultitaskBert, OutputKind, load_multitask
 from .checkpoint import config_diff, read_json
-from .run import TECHNIQUE_MODULES, TECHNIQUES, RunConfig, Technique, run_config_to_dict, run_train
+from .run import (TECHNIQUE_MODULES, TECHNIQUES, RunConfig, Technique, finished_run,
+                            run_config_to_dict, run_train)
 from .smart import add_regularizer
 
 # %% auto #0
@@ -130,9 +131,7 @@ def teacher_config(rc: RunConfig, cfg: DistillConfig, task: str) -> RunConfig:
     return replace(rc, out=str(teacher_dir(rc, cfg, task)), heads=replace(rc.heads, tasks=(task,)),
                    train=train, **{name: None for name in TECHNIQUE_MODULES})
 
-def _finished(folder: Path) -> bool:
-    m = folder/"metrics.json"
-    return (folder/"best").is_dir() and m.exists() and not read_json(m).get("interrupted", True)
+def _finished(folder: Path) -> bool: return finished_run(folder) is not None and (folder/"best").is_dir()
 
 # %% ../nbs/14_distill.ipynb #ds000024
 def train_teachers(rc: RunConfig, cfg: DistillConfig, progress: bool = True, resume: bool = True
@@ -168,9 +167,6 @@ def _parse(v, rc: RunConfig) -> DistillConfig:
                           f" {', '.join(rc.heads.tasks)}")
     return cfg
 
-def _prepare(rc: RunConfig, cfg: DistillConfig, progress: bool, resume: bool):
-    train_teachers(rc, cfg, progress, resume)
-
 def _apply(run, cfg: DistillConfig):
     device = next(run.model.parameters()).device
     loaded, teachers = {}, {}                       # one multitask teacher is loaded once for all its tasks
@@ -185,4 +181,4 @@ def _apply(run, cfg: DistillConfig):
     reg = TeacherAnnealing(teachers, dict(run.rc.train.loss_weights), cfg.anneal)
     for task in teachers: add_regularizer(run, task, reg)
 
-TECHNIQUES.register("distill", Technique(_parse, _apply, prepare=_prepare), origin=_parse)
+TECHNIQUES.register("distill", Technique(_parse, _apply, prepare=train_teachers), origin=_parse)

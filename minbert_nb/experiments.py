@@ -17,7 +17,8 @@ from .bert import load_tokenizer
 from .checkpoint import load_result, read_json, save_json
 from .heads import load_multitask
 from .evaluate import METRIC, predict_dataset, read_history
-from .run import (RunConfig, build_sets, find_config, merge_config, read_config, run_train)
+from .run import (RunConfig, build_sets, find_config, finished_run, merge_config, read_config,
+                            run_train)
 
 # %% auto #0
 __all__ = ['PRETRAIN_KINDS', 'AblationRow', 'ExperimentProfile', 'load_profile', 'row_run_config', 'pretrain_run_config',
@@ -171,16 +172,9 @@ def _machine() -> dict:
             "python": platform.python_version()}
 
 # %% ../nbs/13_experiments.ipynb #b5cfc241
-def _finished(metrics_file, steps: int) -> dict | None:
-    "The metrics of a run that reached `steps` uninterrupted, else None."
-    f = Path(metrics_file)
-    if not f.exists(): return None
-    m = read_json(f)
-    return m if m.get("steps") == steps and not m.get("interrupted") else None
-
 def _reuse_or_run(what: str, rc: RunConfig, progress: bool, log) -> dict:
     "A finished run's metrics from `rc.out`, or the run now (which may come back interrupted)."
-    m = _finished(Path(rc.out)/"metrics.json", rc.train.max_steps)
+    m = finished_run(rc.out, rc.train.max_steps)
     if m is not None: log(f"{what}: reusing {rc.out}"); return m
     log(f"{what}: {rc.train.max_steps} steps → {rc.out}")
     return run_train(rc, progress=progress)

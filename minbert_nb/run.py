@@ -29,8 +29,8 @@ from .colab import live
 # %% auto #0
 __all__ = ['TECHNIQUE_MODULES', 'TECHNIQUES', 'RunConfig', 'Run', 'Technique', 'technique', 'config_dir', 'find_config',
            'merge_config', 'read_config', 'load_run_config', 'run_config_to_dict', 'build_sets', 'count_parameters',
-           'build_run', 'check_resume', 'run_train', 'load_models', 'run_evaluate', 'run_predict', 'model_predictor',
-           'plot_predictions', 'try_sentence_panel']
+           'build_run', 'check_resume', 'run_train', 'finished_run', 'load_models', 'run_evaluate', 'run_predict',
+           'model_predictor', 'plot_predictions', 'try_sentence_panel']
 
 # %% ../nbs/08_run.ipynb #e8dbe6de
 @dataclass(frozen=True)
@@ -243,6 +243,12 @@ def run_train(rc: RunConfig, progress: bool = True, resume: bool = True, allow_c
         if d.main: save_json(metrics, out/"metrics.json")
     return metrics
 
+def finished_run(out, steps: int | None = None) -> dict | None:
+    "The metrics of the run in `out` if it ended uninterrupted (after `steps` steps, when given), else None."
+    f = Path(out)/"metrics.json"
+    m = read_json(f) if f.exists() else {}
+    return m if m and not m.get("interrupted", True) and steps in (None, m.get("steps")) else None
+
 class _Unlocked:
     def __enter__(self): return self
     def __exit__(self, *exc): pass
@@ -271,13 +277,14 @@ def _file_sets(
 def load_models(checkpoints, device: str = "cpu") -> tuple[MultitaskBert | Ensemble, Any]:
     "The model of one checkpoint folder, or the `Ensemble` of several (one tokenizer), and the tokenizer."
     paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
-    models, toks = [], []
+    models, tok, ref = [], None, None
     for p in paths:                                    # stops at the first broken or mismatched checkpoint
-        models.append(load_multitask(p).to(device)); toks.append(load_tokenizer(p))
-        if tokenizer_hash(toks[-1]) != tokenizer_hash(toks[0]):
+        models.append(load_multitask(p).to(device)); t = load_tokenizer(p); h = tokenizer_hash(t)
+        if ref is None: tok, ref = t, h
+        elif h != ref:
             raise ConfigError(f"--checkpoint {p}: its tokenizer splits text unlike that of {paths[0]}; an"
                               " ensemble reads one tokenization")
-    return (models[0] if len(models) == 1 else Ensemble(models)), toks[0]
+    return (models[0] if len(models) == 1 else Ensemble(models)), tok
 
 def run_evaluate(checkpoint, files: dict[str, str], device: str = "cpu") -> dict:
     "Scores of labelled files `{task: path}` under a checkpoint (or run) folder, or the ensemble of several."

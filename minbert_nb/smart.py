@@ -19,6 +19,7 @@ from fastcore.basics import patch
 from .config import ConfigError, build, check_fields, check_range
 from .heads import OutputKind
 from .run import TECHNIQUES, RunConfig, Technique
+from .train import call_each
 
 # %% auto #0
 __all__ = ['smart_divergence', 'SmartConfig', 'SmartError', 'inf_normalize', 'project_inf', 'smart_term', 'dropout_off',
@@ -216,11 +217,8 @@ class _Both:
     "Two regularizers of one task, summed; their `start`, `after_step` and checkpoint state pass through."
     def __init__(self, a, b): self.a, self.b = a, b
     def __call__(self, *args): return self.a(*args) + self.b(*args)
-    def _each(self, method, *args):
-        for r in (self.a, self.b):
-            if hasattr(r, method): getattr(r, method)(*args)
-    def after_step(self, model, step): self._each("after_step", model, step)
-    def start(self, total_steps): self._each("start", total_steps)
+    def after_step(self, model, step): call_each((self.a, self.b), "after_step", model, step)
+    def start(self, total_steps): call_each((self.a, self.b), "start", total_steps)
     def state_dict(self) -> dict:
         return {k: getattr(r, "state_dict", dict)() for k, r in zip("ab", (self.a, self.b))}
     def load_state_dict(self, state: dict):

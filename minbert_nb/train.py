@@ -29,7 +29,8 @@ from .distributed import (DistInfo, any_process, average_gradients, broadcast_mo
                                     dist_setup, gather_rng_state, own_rng_state)
 
 # %% auto #0
-__all__ = ['TINY_TRAIN', 'Regularizer', 'TrainConfig', 'Strategy', 'WeightedSum', 'NonFiniteLossError', 'TrainResult', 'Trainer']
+__all__ = ['TINY_TRAIN', 'Regularizer', 'TrainConfig', 'Strategy', 'WeightedSum', 'NonFiniteLossError', 'TrainResult', 'Trainer',
+           'call_each']
 
 # %% ../nbs/07_train.ipynb #a55ed8bf
 @dataclass(frozen=True)
@@ -152,15 +153,14 @@ class Trainer:
         self.cfg, self.model, self.sets, self.dev_sets, self.out = (
             cfg, model, train_sets, dev_sets, Path(out_dir))
         self.dist = dist_info or dist_setup(cfg.device)
-        self.device = self.dist.device
-        self.strategy = strategy or WeightedSum()
+        self.device, self.strategy = self.dist.device, strategy or WeightedSum()
         self.regularizers, self.tokenizer, self.export = dict(regularizers or {}), tokenizer, export
         self.progress, self.run_info, self.tasks = progress, dict(run_info or {}), list(train_sets)
         self.K = cfg.accum_steps * self.dist.world                        # pieces of one global batch
         self.steps_per_epoch = cfg.steps_per_epoch or max(
             math.ceil(len(d) / (cfg.batch(t) * self.K)) for t, d in train_sets.items())
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        self._hook("start", self.total_steps)  # a regularizer that anneals over the run (14_distill)
+        call_each(self.regularizers.values(), "start", self.total_steps)  # one that anneals (14_distill)
         if cfg.head_only_steps >= self.total_steps:
             raise ConfigError(f"head_only_steps={cfg.head_only_steps} leaves no step for the encoder"
                               f" (the run has {self.total_steps})")
@@ -169,10 +169,10 @@ class Trainer:
                                           epochs=max(1, math.ceil(self.total_steps / self.steps_per_epoch)),
                                           seed=cfg.seed)
         self._stop_signal, self._ctl = None, None
-    def _hook(self, method: str, *args):
-        "Call `method` once on each regularizer that has it (one shared by several tasks: once)."
-        for r in {id(r): r for r in self.regularizers.values()}.values():
-            if hasattr(r, method): getattr(r, method)(*args)
+
+def call_each(objs, method: str, *args):
+    "Call `method(*args)` once on each distinct object of `objs` that has it (a regularizer's hooks)."
+    for r in {id(r): r for r in objs if hasattr(r, method)}.values(): getattr(r, method)(*args)
 
 # %% ../nbs/07_train.ipynb #tr000003
 @patch
@@ -244,7 +244,7 @@ def _train_step(self: Trainer):
     self.opt.zero_grad(set_to_none=True)
     self.sched.step()
     self.step += 1
-    self._hook("after_step", self.model, self.step)  # e.g. a momentum teacher follows the weights
+    call_each(self.regularizers.values(), "after_step", self.model, self.step)  # e.g. a momentum teacher
 
 # %% ../nbs/07_train.ipynb #tr000007
 def _score(m: dict) -> float:
